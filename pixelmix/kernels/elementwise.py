@@ -1,0 +1,59 @@
+"""The elementwise steps of a per-pixel program, as one scalar function.
+
+This module is plain Python on purpose: the CPU kernel compiles
+:func:`apply_op` with ``numba.njit`` and the CUDA kernel with
+``cuda.jit(device=True)``, so both backends share one body. Every step keeps
+NaN as NaN (comparisons with NaN are False, so NaN takes the "else" branch),
+which is what lets a NaN pixel stay NaN through a whole program.
+"""
+
+import math
+
+# Opcodes of a compiled program (see pixelmix.ops). AFFINE is handled by the
+# kernels themselves; the others are elementwise and go through apply_op.
+AFFINE = 0
+RELU = 1
+CLIP = 2
+EXP = 3
+LOG = 4
+SRGB_ENCODE = 5
+SRGB_DECODE = 6
+LEAKY_RELU = 7
+SIGMOID = 8
+TANH = 9
+
+
+def apply_op(code, v, p0, p1):
+    """Return elementwise step ``code`` applied to ``v`` (parameters p0, p1).
+
+    ``v``, ``p0`` and ``p1`` share one float type, and so does the result.
+    """
+    if code == RELU:
+        return p0 if v < p0 else v  # p0 is a zero of v's type
+    if code == CLIP:
+        if v < p0:
+            return p0
+        if v > p1:
+            return p1
+        return v
+    if code == EXP:
+        return math.exp(v)
+    if code == LOG:
+        return math.log(p0 if v < p0 else v)
+    if code == SRGB_ENCODE:
+        # linear -> gamma-encoded sRGB, branch as in scikit-image's xyz2rgb
+        if v > p0:
+            return p1 * math.pow(v, 1 / 2.4) - (p1 - 1)
+        return v * 12.92
+    if code == SRGB_DECODE:
+        # gamma-encoded sRGB -> linear, branch as in scikit-image's rgb2xyz
+        if v > p0:
+            return math.pow((v + (p1 - 1)) / p1, 2.4)
+        return v / 12.92
+    if code == LEAKY_RELU:
+        return v * p0 if v < p1 else v  # p1 is a zero of v's type
+    if code == SIGMOID:
+        return p0 / (p0 + math.exp(-v))  # p0 is a one of v's type
+    if code == TANH:
+        return math.tanh(v)
+    return v

@@ -1,0 +1,180 @@
+"""The CPU engine against the NumPy oracle: shapes, dtypes, axes, tiles, threads."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pixelmix as pm
+from pixelmix import ops
+
+from .helpers import DTYPES, random_image
+
+
+@st.composite
+def mixing_problems(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    dtype = draw(st.sampled_from(DTYPES))
+    k = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    tile = draw(st.sampled_from([None, 1, 3, 64]))
+    return tuple(shape), axis, dtype, k, seed, tile
+
+
+@given(mixing_problems())
+def test_affine_matches_oracle_exactly(problem):
+    shape, axis, dtype, k, seed, tile = problem
+    rng = np.random.default_rng(seed)
+    x = random_image(rng, shape, dtype)
+    m = pm.Mixer(rng.standard_normal((k, shape[axis])), rng.standard_normal(k))
+    got = m.apply(x, channel_axis=axis, tile_size=tile)
+    want = m.apply(x, channel_axis=axis, backend="numpy")
+    expected_dtype = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    assert got.dtype == want.dtype == expected_dtype
+    expected_shape = list(shape)
+    expected_shape[axis] = k
+    assert got.shape == tuple(expected_shape)
+    # Same order of operations, no FMA: the kernel reproduces the oracle bit for bit.
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_every_channel_axis_matches_transposed_channels_last(rng, axis):
+    x = random_image(rng, (5, 6, 7), np.uint16)
+    c = x.shape[axis]
+    m = pm.Mixer(rng.standard_normal((3, c)))
+    got = m.apply(x, channel_axis=axis)
+    last = m.apply(np.moveaxis(x, axis, -1))
+    np.testing.assert_array_equal(np.moveaxis(got, axis, -1), last)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 300, 500), 0), ((300, 500, 3), -1), ((2, 3, 40, 50), 1)])
+def test_bitwise_identical_for_every_tile_size_and_thread_count(rng, shape, axis):
+    x = random_image(rng, shape, np.float32)
+    m = pm.Mixer(rng.standard_normal((4, shape[axis])), rng.standard_normal(4))
+    ref = m.apply(x, channel_axis=axis)
+    for tile in (1, 7, 64, 1000, 10**7):
+        np.testing.assert_array_equal(m.apply(x, channel_axis=axis, tile_size=tile), ref)
+    before = numba.get_num_threads()
+    try:
+        for n in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(m.apply(x, channel_axis=axis, tile_size=97), ref)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_non_contiguous_and_readonly_inputs_are_read_in_place(rng):
+    base = random_image(rng, (40, 60, 5), np.uint16)
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    views = [base[::2, 1::3, :3], base[..., 1:4], np.moveaxis(base, 0, 1)[:, :, :3]]
+    for view in views:
+        np.testing.assert_array_equal(m(view), m(np.ascontiguousarray(view)))
+    frozen = base[..., :3].copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(m(frozen), m(base[..., :3].copy()))
+
+
+def test_memmap_input(rng, tmp_path):
+    x = random_image(rng, (3, 64, 80), np.uint16)
+    path = tmp_path / "stack.raw"
+    x.tofile(path)
+    mm = np.memmap(path, dtype=np.uint16, mode="r", shape=x.shape)
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    np.testing.assert_array_equal(m(mm, channel_axis=0), m(x, channel_axis=0))
+
+
+def test_chunked_path_covers_large_non_contiguous_images(rng, monkeypatch):
+    import pixelmix.engine as engine
+
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 1000)  # force many chunks
+    x = random_image(rng, (30, 20, 4), np.float64)
+    view = x[:, ::-1]  # negative strides
+    out = np.empty((4, 20, 30)).transpose(2, 1, 0)[:, :, :2]  # non-contiguous out
+    m = pm.Mixer(rng.standard_normal((2, 4)))
+    got = m.apply(view, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, m.apply(np.ascontiguousarray(view), backend="numpy"))
+    # channels first, split along axis 1
+    cf = np.moveaxis(x, -1, 0)[:, ::-1]
+    np.testing.assert_array_equal(m(cf, channel_axis=0), m(np.ascontiguousarray(cf), channel_axis=0))
+
+
+def test_nan_in_any_channel_poisons_every_output(rng):
+    x = random_image(rng, (4, 5, 3), np.float32)
+    x[1, 2, 0] = np.nan
+    x[3, 3, 2] = np.nan
+    m = pm.Mixer(np.eye(3)[:2])  # output 1 does not even use channel 2
+    y = m(x)
+    assert np.isnan(y[1, 2]).all() and np.isnan(y[3, 3]).all()
+    assert np.isfinite(np.delete(y.reshape(-1, 2), [1 * 5 + 2, 3 * 5 + 3], axis=0)).all()
+    # a program with no affine step still spreads NaN to every channel of the pixel
+    y = ops.relu()(x)
+    assert np.isnan(y[1, 2]).all() and np.isnan(y[3, 3]).all()
+
+
+def test_nodata_marks_pixels_missing(rng):
+    x = random_image(rng, (6, 7, 3), np.uint16)
+    x[2, 3, 1] = 0
+    x[4, 4, :] = 0
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    y = m(x, nodata=0)
+    assert np.isnan(y[2, 3]).all() and np.isnan(y[4, 4]).all()
+    assert np.array_equal(y, m(x, nodata=0, backend="numpy"), equal_nan=True)
+    yi = m(x, nodata=0, dtype=np.uint8)
+    assert (yi[2, 3] == 0).all()
+    yi = m(x, nodata=0, dtype=np.int16, channel_axis=-1)
+    assert (yi[4, 4] == 0).all()
+    # nodata on the float path, clipped into the integer output range
+    f = x.astype(np.float32)
+    np.testing.assert_array_equal(m(f, nodata=0, dtype=np.uint8), m(x, nodata=0, dtype=np.uint8))
+    yneg = pm.Mixer(np.ones((1, 3))).apply(f - 5, nodata=-5, dtype=np.uint8)
+    assert yneg[2, 3, 0] == 0
+    y300 = pm.Mixer(np.ones((1, 3))).apply(f + 300, nodata=300, dtype=np.uint8)
+    assert y300[4, 4, 0] == 255
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+def test_integer_output_rounds_half_to_even_and_saturates(dtype):
+    info = np.iinfo(dtype)
+    values = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 2.4999, 2.5001, 1e12, -1e12, np.nan], dtype=np.float64)
+    m = pm.Mixer([[1.0]])
+    got = m(values[:, None], dtype=dtype)[:, 0]
+    want = np.clip(np.rint(values), info.min, info.max)
+    want[-1] = 0
+    np.testing.assert_array_equal(got, want.astype(dtype))
+    np.testing.assert_array_equal(got, m(values[:, None], dtype=dtype, backend="numpy")[:, 0])
+
+
+def test_out_is_filled_and_returned(rng):
+    x = random_image(rng, (10, 11, 3), np.uint8)
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    out = np.empty((10, 11, 2), np.float32)
+    assert m(x, out=out) is out
+    np.testing.assert_array_equal(out, m(x))
+    out16 = np.empty((10, 11, 2), np.int16)
+    m(x, out=out16)  # dtype taken from out
+    np.testing.assert_array_equal(out16, m(x, dtype=np.int16))
+
+
+def test_float64_accumulates_in_float64(rng):
+    x = random_image(rng, (50, 3), np.float64)
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    got = m(x)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, x @ m.weights.T, rtol=1e-13, atol=1e-13)
+    assert m(x, dtype=np.float32).dtype == np.float32
+
+
+def test_zero_size_image():
+    m = pm.Mixer(np.ones((2, 3)))
+    assert m(np.zeros((0, 4, 3), np.uint8)).shape == (0, 4, 2)
+
+
+def test_one_pixel_vector():
+    m = pm.Mixer([[1.0, 2.0, 3.0]], [1.0])
+    np.testing.assert_array_equal(m(np.array([1.0, 1.0, 1.0])), [7.0])
+    np.testing.assert_array_equal(m(np.arange(6.0)[::2]), [17.0])

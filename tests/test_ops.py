@@ -1,0 +1,126 @@
+"""Per-pixel programs: elementwise steps, folding, lookup tables, against the oracle."""
+
+import numpy as np
+import pytest
+
+import pixelmix as pm
+from pixelmix import ops
+
+from .helpers import random_image
+
+STEPS = [
+    ops.relu(),
+    ops.clip(-1.5, 2.0),
+    ops.exp(),
+    ops.log(1e-3),
+    ops.srgb_encode(),
+    ops.srgb_decode(),
+    ops.leaky_relu(0.1),
+    ops.sigmoid(),
+    ops.tanh(),
+]
+
+
+def _tolerance(dtype):
+    return dict(rtol=2e-6, atol=1e-6) if np.dtype(dtype) == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("step", STEPS, ids=repr)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_each_step_in_a_network_matches_oracle(rng, step, dtype):
+    x = random_image(rng, (9, 11, 3), dtype) / 4
+    m1 = pm.Mixer(rng.standard_normal((4, 3)), rng.standard_normal(4))
+    m2 = pm.Mixer(rng.standard_normal((2, 4)))
+    net = m2 @ step @ m1
+    got = net(x)
+    want = net(x, backend="numpy")
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, want, **_tolerance(dtype))
+
+
+def test_steps_keep_nan(rng):
+    x = np.array([[np.nan, 0.5, -0.5]], np.float32).T  # three one-channel pixels
+    for step in STEPS:
+        y = step(x)
+        assert np.isnan(y[0, 0]), step
+        assert np.isfinite(y[1:]).all(), step
+
+
+def test_known_values():
+    x = np.array([[-2.0], [0.0], [0.5], [3.0]])
+    np.testing.assert_array_equal(ops.relu()(x)[:, 0], [0, 0, 0.5, 3])
+    np.testing.assert_array_equal(ops.clip(0, 1)(x)[:, 0], [0, 0, 0.5, 1])
+    np.testing.assert_allclose(ops.log(1e-6)(x)[:, 0], np.log([1e-6, 1e-6, 0.5, 3]))
+    np.testing.assert_allclose(ops.leaky_relu(0.5)(x)[:, 0], [-1, 0, 0.5, 3])
+    # sRGB: 0.5 linear is 0.7354 encoded; decode inverts encode
+    np.testing.assert_allclose(ops.srgb_encode()(np.array([[0.5]]))[0, 0], 0.735356983, rtol=1e-8)
+    v = np.linspace(0, 1, 101)[:, None]
+    np.testing.assert_allclose((ops.srgb_decode() @ ops.srgb_encode())(v), v, atol=1e-12)
+
+
+def test_consecutive_mixers_fold_into_one(rng):
+    a = pm.Mixer(rng.standard_normal((4, 3)), rng.standard_normal(4))
+    b = pm.Mixer(rng.standard_normal((5, 4)), rng.standard_normal(5))
+    c = pm.Mixer(rng.standard_normal((2, 5)))
+    net = pm.Program([a, b, ops.relu(), c, pm.Program([pm.Mixer(np.eye(2))])])
+    assert len(net) == 3
+    assert net.n_inputs == 3 and net.n_outputs == 2
+    x = rng.standard_normal((6, 3))
+    want = np.maximum(x @ (b.weights @ a.weights).T + (b.weights @ a.bias + b.bias), 0) @ c.weights.T
+    np.testing.assert_allclose(net(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_program_channel_mismatch_is_refused():
+    with pytest.raises(ValueError, match="expecting 3 channels follows a step that produces 2"):
+        pm.Program([pm.Mixer(np.ones((2, 4))), ops.relu(), pm.Mixer(np.ones((1, 3)))])
+    with pytest.raises(TypeError, match="Program step"):
+        pm.Program([np.eye(3)])
+
+
+def test_elementwise_only_program_keeps_channel_count(rng):
+    x = random_image(rng, (4, 5, 7), np.float32)
+    y = (ops.clip(0, 1) @ ops.relu())(x)
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(y, np.clip(x, 0, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_lookup_table_path_equals_direct_path(rng, monkeypatch, dtype, axis):
+    """Integer input with leading elementwise steps runs through a lookup table."""
+    import pixelmix.engine as engine
+
+    shape = (3, 20, 30) if axis == 0 else (20, 30, 3)
+    x = random_image(rng, shape, dtype)
+    net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.log(1.0) @ ops.clip(0, 1000)
+    with_table = net(x, channel_axis=axis)
+    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 0)
+    direct = net(x, channel_axis=axis)
+    np.testing.assert_array_equal(with_table, direct)
+    np.testing.assert_allclose(direct, net(x, channel_axis=axis, backend="numpy"), rtol=2e-6, atol=1e-5)
+
+
+def test_lookup_table_is_used(rng):
+    import pixelmix.engine as engine
+
+    x = random_image(rng, (8, 8, 3), np.uint8)
+    net = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
+    request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    lut, offset, start = engine.lookup_table(request, engine._run_cpu_kernel)
+    assert start == 1 and lut.shape == (3, 256) and offset == 0
+    np.testing.assert_allclose(lut[0], np.log(np.maximum(np.arange(256), 1)).astype(np.float32), rtol=1e-6)
+
+
+def test_integer_output_of_a_program(rng):
+    x = random_image(rng, (10, 10, 3), np.uint8)
+    net = ops.clip(0, 255) @ pm.Mixer(rng.standard_normal((2, 3)) * 2)
+    np.testing.assert_array_equal(net(x, dtype=np.uint8), net(x, dtype=np.uint8, backend="numpy"))
+
+
+def test_bad_step_parameters():
+    with pytest.raises(ValueError, match="lo <= hi"):
+        ops.clip(2, 1)
+    with pytest.raises(ValueError, match="positive"):
+        ops.log(0)
+    with pytest.raises(ValueError, match="finite"):
+        ops.clip(0, np.inf)
