@@ -15,7 +15,11 @@ Examples
 from . import ops
 from .mixer import Mixer, load, mix
 from .ops import Program
+from . import presets
+from .learn import fit_lda, fit_lstsq, fit_mnf, fit_pca, unmixer
+from .networks import from_torch
 
 __version__ = "0.1.0"
 
 __all__ = ["Mixer", "Program", "mix", "load", "ops", "__version__"]
+__all__ += ["fit_pca", "fit_mnf", "fit_lda", "fit_lstsq", "unmixer", "from_torch", "presets"]

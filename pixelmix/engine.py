@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from .ops import CompiledProgram, Elementwise, compile_steps
+from .kernels.elementwise import AFFINE
+from .ops import CompiledProgram, compile_steps
 
 SUPPORTED_INPUT = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "int32", "float32", "float64"))
 SUPPORTED_OUTPUT = SUPPORTED_INPUT
-BACKENDS = ("auto", "cpu", "numpy")
+BACKENDS = ("auto", "cpu", "cuda", "numpy")
 
 # A chunk is the part of a non-contiguous image copied at once: never the whole.
 CHUNK_BYTES = 32 * 2**20
-# Scratch per tile: about this many values per buffer, so two buffers stay in L2.
-TILE_VALUES = 2**15
+# Scratch per tile: about this many values per buffer (1 MB of float32): long
+# runs per channel for the prefetcher; the affine step works in L1-sized sweeps.
+TILE_VALUES = 2**18
 # A per-channel lookup table replaces leading elementwise steps when it is this small.
 LUT_MAX_VALUES = 2**20
 
@@ -125,8 +127,13 @@ def prepare(
     nodata,
     out,
     tile_size,
+    allocate=np.empty,
 ) -> Request:
-    """Validate a call completely and build its :class:`Request` (allocating ``out``)."""
+    """Validate a call completely and build its :class:`Request` (allocating ``out``).
+
+    ``allocate(shape, dtype=...)`` makes ``out`` when none is given; the GPU
+    driver validates device arrays through zero-strided stand-ins this way.
+    """
     from .ops import Program
 
     x = np.asarray(image)
@@ -163,7 +170,7 @@ def prepare(
 
     out_shape = x.shape[:axis] + (program.n_out,) + x.shape[axis + 1 :]
     if out is None:
-        out = np.empty(out_shape, dtype=out_dtype)
+        out = allocate(out_shape, dtype=out_dtype)
     else:
         if out.shape != out_shape:
             raise ValueError(f"out has shape {out.shape} but the result has shape {out_shape}")
@@ -210,6 +217,26 @@ def apply_steps(
     """Apply a folded sequence of steps to ``image``; the engine's one entry point."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+    from .lazy import apply_lazy, is_dask_array
+
+    if is_dask_array(image):  # lazy result, each block computed by this function
+        return apply_lazy(
+            steps, image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out,
+            tile_size=tile_size, backend=backend,
+        )
+    from .gpu import is_device_array
+
+    if is_device_array(image) or is_device_array(out):
+        if backend in ("cpu", "numpy"):
+            raise ValueError(
+                f"backend={backend!r} cannot read GPU arrays; use backend='cuda' or 'auto' "
+                f"(the result stays on the GPU), or copy the array to the host first"
+            )
+        from .gpu import apply_device
+
+        return apply_device(
+            steps, image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out, tile_size=tile_size
+        )
     request = prepare(
         steps, image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out, tile_size=tile_size
     )
@@ -226,9 +253,20 @@ def apply_steps(
             acc_dtype=request.acc_dtype,
             nodata=request.nodata,
         )
+    elif backend == "cuda" or (backend == "auto" and _auto_picks_cuda(request)):
+        from .gpu import run_cuda
+
+        run_cuda(request)
     else:
         run_cpu(request)
     return request.out
+
+
+def _auto_picks_cuda(request: Request) -> bool:
+    """backend="auto": the GPU for large images when one is usable (size first: probing costs)."""
+    from . import gpu
+
+    return gpu.worth_it(request.image.nbytes + request.out.nbytes) and gpu.usable()
 
 
 def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) -> dict[str, Any]:
@@ -263,8 +301,11 @@ def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) 
 
 
 def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
-    """A per-channel table of the program's leading elementwise steps, when it pays.
+    """A per-channel table of the program's leading per-channel steps, when it pays.
 
+    Integer input of at most 16 bits has few distinct values, so the steps
+    that treat each channel on its own (elementwise steps, diagonal maps such
+    as a 1/255 scale) can be looked up instead of computed per pixel.
     Returns ``(lut, offset, start)``: ``lut[c, v + offset]`` is channel c's
     value v after the first ``start`` steps (``start == 0``: no table). The
     table is computed by the backend's own kernel (``run(x3, out3, request,
@@ -273,8 +314,10 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
     program = request.program
     dtype = request.image.dtype
     no_table = np.zeros((1, 1), dtype=request.acc_dtype), 0, 0
-    lead = program.n_leading_elementwise
-    if lead == 0 or not program.has_affine or dtype.kind not in "iu" or dtype.itemsize > 2:
+    lead = program.n_per_channel
+    # A lone affine step gains nothing from a table: the kernel mixes on the fly.
+    only_affine = lead == 1 and program.table[0, 0] == AFFINE
+    if lead == 0 or only_affine or dtype.kind not in "iu" or dtype.itemsize > 2:
         return no_table
     info = np.iinfo(dtype)
     n_values = int(info.max) - int(info.min) + 1
@@ -283,14 +326,7 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
     values = np.arange(info.min, info.max + 1, dtype=dtype)
     grid = np.ascontiguousarray(np.broadcast_to(values, (1, program.n_in, n_values)))
     table = np.empty((1, program.n_in, n_values), dtype=request.acc_dtype)
-    head = CompiledProgram(
-        table=program.table[:lead],
-        params=program.params,
-        n_in=program.n_in,
-        n_out=program.n_in,
-        width=program.n_in,
-        n_leading_elementwise=lead,
-    )
+    head = replace(program, table=program.table[:lead], n_out=program.n_in, width=program.n_in, n_per_channel=lead)
     sub = Request(grid, table, 1, head, request.acc_dtype, request.acc_dtype, None, request.tile)
     run(grid, table, sub, *no_table)
     return table[0], -int(info.min), lead
@@ -306,6 +342,8 @@ def _threading_layer() -> str | None:
 
 
 def _run_cpu_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> None:
+    import numba
+
     from .kernels.cpu import run_program
 
     if x3.flags.writeable:
@@ -314,6 +352,8 @@ def _run_cpu_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int
         x3 = x3.view()
         x3.flags.writeable = False
     args = kernel_args(request, lut, lut_offset, start)
+    # A few groups of tiles per thread: scratch is allocated once per group.
+    args["groups"] = 4 * numba.get_num_threads()
     if _threading_layer() in (None, "workqueue"):
         # Numba's workqueue layer aborts when two threads launch parallel
         # regions at once (tbb and omp are thread-safe): serialise on it, and

@@ -90,10 +90,10 @@ class Mixer:
     >>> gray = pm.Mixer([[0.2125, 0.7154, 0.0721]], output_names=["gray"])
     >>> gray.n_inputs, gray.n_outputs
     (3, 1)
-    >>> rgb = np.ones((2, 2, 3), dtype=np.uint8)
-    >>> gray(rgb)[..., 0]
-    array([[1., 1.],
-           [1., 1.]], dtype=float32)
+    >>> rgb = np.full((2, 2, 3), 200, dtype=np.uint8)
+    >>> gray(rgb)[..., 0].round(3)
+    array([[200., 200.],
+           [200., 200.]], dtype=float32)
     >>> planes = np.ones((3, 2, 2), dtype=np.uint16)  # channels first
     >>> gray.apply(planes, channel_axis=0).shape
     (1, 2, 2)
@@ -187,8 +187,11 @@ class Mixer:
         tile_size : int, optional
             Most pixels processed per tile; by default sized to the CPU cache.
             Results are bitwise identical for every tile size.
-        backend : {"auto", "cpu", "numpy"}
-            ``"numpy"`` runs the plain NumPy reference implementation.
+        backend : {"auto", "cpu", "cuda", "numpy"}
+            ``"cpu"``: Numba kernels; ``"cuda"``: an NVIDIA GPU (arrays already
+            on the GPU stay there); ``"auto"``: the GPU for large images when
+            one is usable, else the CPU; ``"numpy"``: the plain NumPy
+            reference implementation. A Dask array gives a lazy Dask array.
 
         Returns
         -------
@@ -247,6 +250,11 @@ class Mixer:
         subspace the mixer keeps, through ``center``: with a PCA mixer that is
         "project and reconstruct" denoising, in one pass.
 
+        When ``metadata["inverse"]`` holds a (C, K) matrix, it is used instead
+        of ``pinv(W)``: a fit whose projection is not orthogonal stores its
+        own reconstruction there (MNF does, so ``m.pinv() @ m`` is the MNF
+        denoiser).
+
         Parameters
         ----------
         center : array_like, shape (C,), optional
@@ -269,7 +277,16 @@ class Mixer:
         c = np.zeros(self.n_inputs) if center is None else np.asarray(center, dtype=np.float64)
         if c.shape != (self.n_inputs,):
             raise ValueError(f"center must have {self.n_inputs} values, got shape {c.shape}")
-        p = np.linalg.pinv(self.weights)
+        inverse = self.metadata.get("inverse")
+        if inverse is None:
+            p = np.linalg.pinv(self.weights)
+        else:
+            p = np.asarray(inverse, dtype=np.float64)
+            if p.shape != (self.n_inputs, self.n_outputs):
+                raise ValueError(
+                    f'metadata["inverse"] has shape {p.shape}, expected '
+                    f"({self.n_inputs}, {self.n_outputs}); remove it to use the pseudo-inverse"
+                )
         return Mixer(
             p,
             c - p @ (self.bias + self.weights @ c),

@@ -235,8 +235,8 @@ class Program:
     >>> import pixelmix as pm
     >>> from pixelmix import ops
     >>> to_od = pm.Program([ops.log(1e-6), pm.Mixer(-np.eye(3))])
-    >>> to_od(np.full((2, 2, 3), np.e, np.float32))[0, 0]
-    array([-1., -1., -1.], dtype=float32)
+    >>> to_od(np.full((2, 2, 3), np.e))[0, 0]
+    array([-1., -1., -1.])
     """
 
     def __init__(self, steps: Iterable[Any]):
@@ -268,6 +268,8 @@ class Program:
                         f"that produces {width}"
                     )
                 width = step.n_outputs
+        if not folded:
+            raise ValueError("a Program needs at least one step")
         self.steps: tuple[Any, ...] = tuple(folded)
 
     @property
@@ -364,30 +366,43 @@ class CompiledProgram:
     n_in: int
     n_out: int
     width: int  # most channels alive at any point: the scratch rows needed
-    n_leading_elementwise: int  # steps before the first affine map
+    n_per_channel: int  # leading steps that treat each channel on its own
 
     @property
     def has_affine(self) -> bool:
         return bool(np.any(self.table[:, 0] == ew.AFFINE))
+
+    def first_affine(self, start: int = 0) -> int:
+        """Index of the first affine step at or after ``start`` (the step count if none)."""
+        rows = np.flatnonzero(self.table[start:, 0] == ew.AFFINE)
+        return start + int(rows[0]) if len(rows) else len(self.table)
+
+
+def _per_channel(step) -> bool:
+    """True for a step that maps each channel on its own (elementwise, or a diagonal map)."""
+    if isinstance(step, Elementwise):
+        return True
+    w = step.weights
+    return w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w)))
 
 
 def compile_steps(steps: tuple[Any, ...], n_in: int) -> CompiledProgram:
     """Lower ``steps`` (already validated and folded) for an input of ``n_in`` channels."""
     rows, params = [], []
     width = channels = n_in
-    leading = None
-    for i, step in enumerate(steps):
+    for step in steps:
         offset = sum(len(p) for p in params)
         if isinstance(step, Elementwise):
             rows.append((step.code, channels, channels, offset))
             params.append(np.array(step.kernel_params(), dtype=np.float64))
         else:
-            if leading is None:
-                leading = i
             rows.append((ew.AFFINE, step.n_inputs, step.n_outputs, offset))
             params.append(np.concatenate([step.weights.ravel(), step.bias]))
             channels = step.n_outputs
             width = max(width, channels)
+    per_channel = 0
+    while per_channel < len(steps) and _per_channel(steps[per_channel]):
+        per_channel += 1
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
     flat = np.concatenate(params) if params else np.zeros(0)
     return CompiledProgram(
@@ -396,5 +411,5 @@ def compile_steps(steps: tuple[Any, ...], n_in: int) -> CompiledProgram:
         n_in=n_in,
         n_out=channels,
         width=width,
-        n_leading_elementwise=len(steps) if leading is None else leading,
+        n_per_channel=per_channel,
     )

@@ -14,3 +14,23 @@ def random_image(rng, shape, dtype):
     lo = max(info.min, -30000)
     hi = min(info.max, 60000)
     return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+
+
+def assert_affine_close(got, want, mixer, image, channel_axis=-1):
+    """``got`` equals the oracle's ``want`` within the rounding of the sums.
+
+    The kernels fuse each multiply-add (FMA), the NumPy oracle rounds the
+    product and the sum apart; both add the channels in the same order. Each
+    of the C additions can then differ by at most one rounding of a partial
+    sum, bounded by eps * (|bias| + sum_c |w_c x_c|) per output.
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    eps = np.finfo(want.dtype).eps
+    x = np.abs(np.moveaxis(np.asarray(image, dtype=np.float64), channel_axis, -1))
+    scale = np.abs(mixer.bias) + np.nan_to_num(x) @ np.abs(mixer.weights).T
+    bound = 2 * (mixer.n_inputs + 1) * eps * np.moveaxis(scale, -1, channel_axis)
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    assert np.all(diff[~nan] <= bound[~nan]), f"max error {diff[~nan].max()} exceeds bound"

@@ -23,6 +23,11 @@ import numpy as np
 # suite name -> module (relative to this package); each module documents its workloads.
 SUITES = {
     "mix": ".mix",
+    "cuda": ".cuda",
+    "large": ".large",
+    "skimage": ".skimage",
+    "dask": ".dask",
+    "fit": ".fit",
 }
 
 
@@ -99,7 +104,8 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds * 1e3:8.1f} ms"
 
 
-def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: dict[str, float | None], out=sys.stdout):
+def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: dict[str, float | None], out=None):
+    out = out or sys.stdout
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     first = next(iter(medians))
     print(f"\n{case.name}", file=out)
@@ -120,8 +126,9 @@ def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: 
         )
 
 
-def run(suites: list[str], *, quick: bool = False, repeat: int | None = None, backend: str = "cpu", out=sys.stdout) -> int:
+def run(suites: list[str], *, quick: bool = False, repeat: int | None = None, backend: str = "cpu", out=None) -> int:
     """Run the named suites and print their tables; return an exit status."""
+    out = out or sys.stdout
     import numba
 
     unknown = [s for s in suites if s not in SUITES]

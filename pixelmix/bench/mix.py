@@ -33,7 +33,7 @@ def _torch_mix(torch, x, w, b, axis):
     return y[0].movedim(0, axis).numpy()
 
 
-def _workload(name, shape, dtype, axis, k, rng):
+def _workload(name, shape, dtype, axis, k, rng, backend):
     import pixelmix as pm
 
     c = shape[axis]
@@ -48,7 +48,7 @@ def _workload(name, shape, dtype, axis, k, rng):
     out_shape[axis] = k
     out_bytes = int(np.prod(out_shape)) * 4
     impls = {
-        "pixelmix": lambda: m.apply(x, channel_axis=axis),
+        f"pixelmix ({backend})": lambda: m.apply(x, channel_axis=axis, backend=backend),
         "numpy (astype + matmul)": lambda: _numpy_mix(x, w, b, axis),
     }
     try:
@@ -74,4 +74,4 @@ def cases(quick: bool, backend: str) -> list[Case]:
             ("float32 YXC 512x512x224 -> 10", (512, 512, 224), np.float32, -1, 10),
             ("uint8 RGB 4096x4096 -> gray", (4096, 4096, 3), np.uint8, -1, 1),
         ]
-    return [_workload(*spec, rng) for spec in specs]
+    return [_workload(*spec, rng, backend) for spec in specs]

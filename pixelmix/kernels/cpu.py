@@ -9,12 +9,12 @@ Each tile is loaded into a small float scratch buffer laid out channel by
 pixel (``buf[c, j]``), so that every step's inner loop runs over contiguous
 pixels and vectorises, whatever the layout of the image. An affine step adds
 ``w[k, c] * x[c]`` to ``bias[k]`` for c = 0, 1, ... in that order for every
-pixel, so the result does not depend on the tile size, the layout or the
-thread count, and matches the NumPy reference.
-
-No fastmath: NaN and Inf must behave as IEEE says, and contraction into FMA
-could make the vector body and the scalar remainder of a loop round
-differently.
+pixel, as a fused multiply-add (FMA: fastmath "contract" only, so NaN and
+Inf keep their IEEE meaning), so the result does not depend on the tile
+size, the layout or the thread count. It matches the NumPy reference to
+within the rounding of the partial sums (the reference rounds products and
+sums apart). FMA halves the arithmetic of the affine step, which dominates
+with many channels.
 """
 
 import numpy as np
@@ -29,6 +29,20 @@ _apply_op = njit(inline="always", cache=True)(ew.apply_op)
 def _load(x, a0, b0, n, channels_last, buf, lut, lut_offset, use_lut):
     """Convert the tile's input values into ``buf[c, j]`` (through ``lut`` if asked)."""
     C = x.shape[1]
+    if channels_last and C >= 16:
+        # Many channels: pixel by pixel, reading each pixel's contiguous
+        # channels; the C lines of buf being written stay in L1 for 16 pixels
+        # in a row. (With few channels the strided per-channel loop below is
+        # faster: it vectorises and x's lines stay in L1 across channels.)
+        for j in range(n):
+            src = x[a0 + j, :, 0]
+            if use_lut:
+                for c in range(C):
+                    buf[c, j] = lut[c, np.int64(src[c]) + lut_offset]
+            else:
+                for c in range(C):
+                    buf[c, j] = src[c]
+        return
     for c in range(C):
         row = buf[c]
         # A 1-D slice per channel: indexing the 3-D array inside the pixel
@@ -63,49 +77,107 @@ def _mark_bad(x, a0, b0, n, channels_last, buf, bad, nodata, use_nodata, check_n
     return count
 
 
-@njit(cache=True, nogil=True)
-def _affine(src, dst, n, n_in, n_out, params, offset):
-    # Four input channels per sweep over the pixels cut the loads and stores
-    # of the accumulator row fourfold; each pixel still adds its terms in
-    # channel order, so the sum is the same as one channel at a time.
-    for k in range(n_out):
-        row = dst[k]
-        w = params[offset + k * n_in : offset + (k + 1) * n_in]
-        bias = params[offset + n_out * n_in + k]
-        for j in range(n):
-            row[j] = bias
+# Pixels per sweep of the affine step: its output rows stay in L1 across all
+# input channels. Tiles can be longer (long reads suit the prefetcher).
+SWEEP = 1024
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
+    """``dst[k, j] = bias[k] + sum_c w[k, c] * src[a0, c, b0 + j]`` for j < n.
+
+    ``src`` is a scratch buffer (as (1, C, pitch)) or, for a first affine
+    step on channels-first data, the image itself, converted on the fly.
+    """
+    # Four input rows at a time, every output row updated from them while
+    # they are in L1: the input is read once, not once per output, and the
+    # accumulator rows are loaded and stored once per four channels.
+    # Each pixel still adds its terms in channel order.
+    bias = params[offset + n_out * n_in : offset + n_out * n_in + n_out]
+    # Convert integer inputs to the accumulation type first: Numba would
+    # promote float32 * uint16 to float64.
+    cast = dst.dtype.type
+    for j0 in range(0, n, SWEEP):
+        m = min(n - j0, SWEEP)
+        for k in range(n_out):
+            row = dst[k, j0 : j0 + m]
+            for j in range(m):
+                row[j] = bias[k]
         c = 0
         while c + 4 <= n_in:
-            w0, w1, w2, w3 = w[c], w[c + 1], w[c + 2], w[c + 3]
-            s0, s1, s2, s3 = src[c], src[c + 1], src[c + 2], src[c + 3]
-            for j in range(n):
-                row[j] = (((row[j] + w0 * s0[j]) + w1 * s1[j]) + w2 * s2[j]) + w3 * s3[j]
+            b = b0 + j0
+            s0, s1 = src[a0, c, b : b + m], src[a0, c + 1, b : b + m]
+            s2, s3 = src[a0, c + 2, b : b + m], src[a0, c + 3, b : b + m]
+            for k in range(n_out):
+                at = offset + k * n_in + c
+                w0, w1, w2, w3 = params[at], params[at + 1], params[at + 2], params[at + 3]
+                row = dst[k, j0 : j0 + m]
+                for j in range(m):
+                    acc = row[j] + w0 * cast(s0[j])
+                    acc = acc + w1 * cast(s1[j])
+                    acc = acc + w2 * cast(s2[j])
+                    row[j] = acc + w3 * cast(s3[j])
             c += 4
-        while c < n_in:
-            w0, s0 = w[c], src[c]
-            for j in range(n):
-                row[j] += w0 * s0[j]
-            c += 1
+        # The last one to three channels in one sweep too (RGB is all remainder).
+        rest = n_in - c
+        if rest > 0:
+            b = b0 + j0
+            s0 = src[a0, c, b : b + m]
+            s1 = src[a0, c + 1, b : b + m] if rest > 1 else s0
+            s2 = src[a0, c + 2, b : b + m] if rest > 2 else s0
+            for k in range(n_out):
+                at = offset + k * n_in + c
+                row = dst[k, j0 : j0 + m]
+                w0 = params[at]
+                if rest == 3:
+                    w1, w2 = params[at + 1], params[at + 2]
+                    for j in range(m):
+                        acc = row[j] + w0 * cast(s0[j])
+                        acc = acc + w1 * cast(s1[j])
+                        row[j] = acc + w2 * cast(s2[j])
+                elif rest == 2:
+                    w1 = params[at + 1]
+                    for j in range(m):
+                        acc = row[j] + w0 * cast(s0[j])
+                        row[j] = acc + w1 * cast(s1[j])
+                else:
+                    for j in range(m):
+                        row[j] = row[j] + w0 * cast(s0[j])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sweep(row, n, code, p0, p1):
+    for j in range(n):
+        row[j] = _apply_op(code, row[j], p0, p1)
 
 
 @njit(cache=True, nogil=True)
 def _elementwise(buf, n, channels, code, p0, p1):
     for c in range(channels):
         row = buf[c]
-        for j in range(n):
-            row[j] = _apply_op(code, row[j], p0, p1)
+        # The cheap steps get a loop with the opcode a constant, so the
+        # dispatch folds away and the loop vectorises; the transcendental
+        # ones are dominated by their math calls.
+        if code == ew.RELU:
+            _sweep(row, n, ew.RELU, p0, p1)
+        elif code == ew.CLIP:
+            _sweep(row, n, ew.CLIP, p0, p1)
+        elif code == ew.LEAKY_RELU:
+            _sweep(row, n, ew.LEAKY_RELU, p0, p1)
+        else:
+            _sweep(row, n, code, p0, p1)
 
 
 @njit(cache=True, nogil=True)
 def _run_steps(buf, spare, n, table, params, start):
-    """Run steps ``start:`` on ``buf``; return the buffer holding the result."""
+    """Run steps ``start:`` on ``buf`` (1, width, pitch); return the buffer holding the result."""
     for s in range(start, table.shape[0]):
         code, n_in, n_out, offset = table[s, 0], table[s, 1], table[s, 2], table[s, 3]
         if code == ew.AFFINE:
-            _affine(buf, spare, n, n_in, n_out, params, offset)
+            _affine(buf, 0, 0, spare[0], n, n_in, n_out, params, offset)
             buf, spare = spare, buf
         else:
-            _elementwise(buf, n, n_in, code, params[offset], params[offset + 1])
+            _elementwise(buf[0], n, n_in, code, params[offset], params[offset + 1])
     return buf
 
 
@@ -133,7 +205,7 @@ def _store(buf, out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
 @njit(parallel=True, cache=True, nogil=True)
 def run_program(
     x, out, table, params, start, width, tile,
-    lut, lut_offset, use_lut, nodata, use_nodata, check_nan, is_int, lo, hi, fill,
+    lut, lut_offset, use_lut, nodata, use_nodata, check_nan, is_int, lo, hi, fill, groups,
 ):
     """Apply the compiled program to every pixel of ``x`` (A, C, B) into ``out`` (A, K, B).
 
@@ -149,19 +221,34 @@ def run_program(
     else:
         per_row = (B + tile - 1) // tile
         n_tiles = A * per_row
-    for t in prange(n_tiles):
-        if channels_last:
-            a0, b0 = t * tile, 0
-            n = min(tile, A - a0)
-        else:
-            a0, b0 = t // per_row, (t % per_row) * tile
-            n = min(tile, B - b0)
-        buf = np.empty((width, tile), dtype=params.dtype)
-        spare = np.empty((width, tile), dtype=params.dtype)
+    # Tiles are dealt out in a few contiguous groups per thread, so scratch
+    # buffers are allocated once per group: allocating them per tile costs
+    # an mmap and page faults each time once they pass malloc's threshold.
+    n_groups = min(n_tiles, groups)
+    # A first affine step on channels-first data reads the image directly:
+    # no scratch copy, and the reads overlap the arithmetic.
+    direct = not channels_last and start == 0 and table[0, 0] == ew.AFFINE
+    for g in prange(n_groups):
+        # Rows padded by 16 values: with a power-of-two pitch the rows of a
+        # channels-last transpose would all map to the same few L1 sets.
+        buf = np.empty((1, width, tile + 16), dtype=params.dtype)
+        spare = np.empty((1, width, tile + 16), dtype=params.dtype)
         bad = np.zeros(tile, dtype=np.bool_)
-        _load(x, a0, b0, n, channels_last, buf, lut, lut_offset, use_lut)
-        n_bad = 0
-        if check_nan or use_nodata:
-            n_bad = _mark_bad(x, a0, b0, n, channels_last, buf, bad, nodata, use_nodata, check_nan)
-        result = _run_steps(buf, spare, n, table, params, start)
-        _store(result, out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
+        for t in range(g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups):
+            if channels_last:
+                a0, b0 = t * tile, 0
+                n = min(tile, A - a0)
+            else:
+                a0, b0 = t // per_row, (t % per_row) * tile
+                n = min(tile, B - b0)
+            if not direct:
+                _load(x, a0, b0, n, channels_last, buf[0], lut, lut_offset, use_lut)
+            n_bad = 0
+            if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
+                n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
+            if direct:
+                _affine(x, a0, b0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                result = _run_steps(spare, buf, n, table, params, 1)
+            else:
+                result = _run_steps(buf, spare, n, table, params, start)
+            _store(result[0], out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)

@@ -25,7 +25,9 @@ def run_reference(
 
     Values are converted to ``acc_dtype`` and every step is computed in it;
     an affine step sums ``bias[k] + w[k, 0] x[0] + w[k, 1] x[1] + ...`` left
-    to right. A pixel with NaN in any input channel, or any channel equal to
+    to right. (The kernels add in the same order but fuse each multiply-add
+    into one rounding, FMA, so they agree with this to within the rounding
+    of the partial sums, not bit for bit.) A pixel with NaN in any input channel, or any channel equal to
     ``nodata``, is NaN in every output channel. Integer output rounds half to
     even and saturates; bad pixels get ``nodata`` clipped to range, or 0.
     """

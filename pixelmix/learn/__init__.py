@@ -1,0 +1,34 @@
+"""Learned mixers: fits that stream statistics over the data and return a Mixer.
+
+Every fit is three separable steps, so that a Dask or multi-process driver
+can map step 1 over chunks and merge the results itself:
+
+=========  ===========================  ==================  =================
+method     1. per block                 2. merge            3. solve
+=========  ===========================  ==================  =================
+PCA        ``pca_block_statistics``     ``Moments.merge``   ``solve_pca``
+MNF        ``mnf_block_statistics``     ``.merge``          ``solve_mnf``
+LDA        ``lda_block_statistics``     ``.merge``          ``solve_lda``
+lstsq      ``lstsq_block_statistics``   ``Moments.merge``   ``solve_lstsq``
+=========  ===========================  ==================  =================
+
+:func:`pixelmix.learn.stats.merge` merges any number of partial results.
+Where the data come from (arrays, memmaps, TIFF files, lists of them) is
+decided in one place, :func:`pixelmix.learn.sources.iter_blocks`.
+Importing this package compiles nothing: the Numba kernel compiles on the
+first fit, SciPy is imported by LDA only.
+"""
+
+from .lda import fit_lda, lda_block_statistics, solve_lda
+from .lstsq import fit_lstsq, lstsq_block_statistics, solve_lstsq
+from .mnf import MNFStatistics, fit_mnf, mnf_block_statistics, solve_mnf
+from .pca import fit_pca, pca_block_statistics, solve_pca
+from .stats import GroupMoments, Moments, block_moments, merge
+from .unmix import unmixer
+
+__all__ = [
+    "fit_pca", "fit_mnf", "fit_lda", "fit_lstsq", "unmixer",
+    "pca_block_statistics", "mnf_block_statistics", "lda_block_statistics", "lstsq_block_statistics",
+    "solve_pca", "solve_mnf", "solve_lda", "solve_lstsq",
+    "Moments", "GroupMoments", "MNFStatistics", "block_moments", "merge",
+]

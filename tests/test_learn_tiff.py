@@ -1,0 +1,67 @@
+"""Fits streamed from TIFF files equal the in-memory fits."""
+
+import numpy as np
+import pytest
+
+import pixelmix as pm
+
+tifffile = pytest.importorskip("tifffile")
+
+
+@pytest.fixture
+def stacks(tmp_path, rng):
+    """Two channels-first OME-TIFF files (CYX, uint16) with named channels, and their pixels."""
+    mixing = rng.normal(size=(5, 5)) * [40, 20, 10, 5, 2]
+    paths, arrays = [], []
+    for i, rows in enumerate((40, 24)):
+        pixels = np.clip(rng.normal(size=(rows, 30, 5)) @ mixing + 30000, 0, 65535).astype(np.uint16)
+        cyx = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+        path = tmp_path / f"part{i}.ome.tif"
+        tifffile.imwrite(path, cyx, ome=True, metadata={"axes": "CYX", "Channel": {"Name": list("abcde")}})
+        paths.append(str(path))
+        arrays.append(cyx)
+    return paths, arrays
+
+
+def test_multi_file_pca_equals_in_memory(stacks):
+    paths, arrays = stacks
+    streamed = pm.fit_pca(paths, 3)  # channel axis 0 read from the OME axes
+    in_memory = pm.fit_pca(np.concatenate(arrays, axis=1), 3, channel_axis=0)
+    np.testing.assert_allclose(streamed.weights, in_memory.weights, atol=1e-10)
+    np.testing.assert_allclose(streamed.bias, in_memory.bias, rtol=1e-10)
+    assert streamed.input_names == tuple("abcde")
+    assert streamed.metadata["n_pixels"] == 64 * 30
+    np.testing.assert_allclose(pm.fit_pca(paths, 3, channel_axis=0).weights, streamed.weights, atol=0)
+    # Many small slabs per file: the same mixer.
+    from pixelmix.learn.gather import gather
+    from pixelmix.learn.pca import pca_block_statistics, solve_pca
+    from pixelmix.learn.sources import iter_blocks
+
+    assert len(list(iter_blocks(paths, max_bytes=3000))) >= 6
+    stats = gather(paths, -1, lambda b: pca_block_statistics(b.values, b.channel_axis), max_bytes=3000)
+    np.testing.assert_allclose(solve_pca(stats, 3).weights, in_memory.weights, atol=1e-10)
+
+
+def test_tiff_mnf_lda_and_masks(stacks, rng):
+    paths, arrays = stacks
+    mnf_file = pm.fit_mnf(paths[0], 2)
+    mnf_mem = pm.fit_mnf(arrays[0], 2, channel_axis=0)
+    np.testing.assert_allclose(mnf_file.weights, mnf_mem.weights, atol=1e-10)
+    masks = [rng.random(a.shape[1:]) > 0.5 for a in arrays]
+    masked = pm.fit_pca(paths, 2, mask=masks)
+    keep = np.concatenate([np.moveaxis(a, 0, -1)[m] for a, m in zip(arrays, masks)])
+    np.testing.assert_allclose(masked.weights, pm.fit_pca(keep, 2).weights, atol=1e-10)
+    labels = [rng.integers(0, 3, size=a.shape[1:]) for a in arrays]
+    lda_file = pm.fit_lda(paths, labels)
+    lda_mem = pm.fit_lda(np.concatenate(arrays, axis=1), np.concatenate(labels), channel_axis=0)
+    np.testing.assert_allclose(lda_file.weights, lda_mem.weights, atol=1e-10)
+
+
+def test_tiff_errors(stacks, tmp_path):
+    paths, _ = stacks
+    with pytest.raises(ValueError, match="mask has shape"):
+        pm.fit_pca(paths[0], 2, mask=np.ones((3, 3), bool))
+    with pytest.raises(ValueError, match="list of 2 images"):
+        pm.fit_pca(paths, 2, mask=np.ones((40, 30), bool))
+    with pytest.raises(FileNotFoundError):
+        pm.fit_pca(str(tmp_path / "missing.tif"), 2)
