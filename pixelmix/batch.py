@@ -449,7 +449,7 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
     return files, missing
 
 
-def _reason(exc: BaseException, path=None) -> str:
+def failure_reason(exc: BaseException, path=None) -> str:
     """One line saying what went wrong (without ``path``, which the caller prints)."""
     text = str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:
@@ -519,50 +519,17 @@ def run_batch(
     >>> s.count("done"), s.ok
     (2, True)
     """
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
-    stream = sys.stderr if stream is None else stream
-    outdir = Path(outdir)
-    files, missing = expand_inputs(inputs)
-    summary = Summary(results=list(missing))
-    for f in files:
-        if _same_file(f.parent, outdir) or f.parent.resolve() == outdir.resolve():
-            raise ValueError(
-                f"the output directory {outdir} holds the input {f}: outputs keep their "
-                f"input's name, so this would overwrite it; choose another output directory"
-            )
-    outdir.mkdir(parents=True, exist_ok=True)
-    clean_stale(outdir)
-
-    names: dict[str, Path] = {}
-    todo: list[tuple[Path, Path]] = []
-    for src in files:
-        dst = output_path(src, outdir)
-        if dst.name in names:
-            summary.results.append(FileResult(
-                src, dst, "failed", f"has the same name as {names[dst.name]}; both would write {dst}"))
-            continue
-        names[dst.name] = src
-        todo.append((src, dst))
-
-    sizes = {}
-    for src, _ in todo:
-        try:
-            sizes[src] = src.stat().st_size
-        except OSError:
-            sizes[src] = 0
-    show = not quiet and hasattr(stream, "isatty") and stream.isatty()
-    bar = tqdm(
-        total=sum(sizes.values()), unit="B", unit_scale=True, disable=not show, file=stream,
-        desc="pixelmix", dynamic_ncols=True,
-    )
+    todo, failed = plan(inputs, outdir)
+    summary = Summary(results=failed)
+    sizes = {src: _file_size(src) for src, _ in todo}
+    bar = progress_bar(sum(sizes.values()), quiet=quiet, stream=stream)
     try:
         for src, dst in todo:
             bar.set_postfix_str(src.name, refresh=False)
             summary.results.append(
-                _one(src, dst, program, bar, sizes[src], resume=resume, overwrite=overwrite,
-                     debug=debug, options=options)
+                process_one(src, dst, program, bar, sizes[src], resume=resume, overwrite=overwrite,
+                            debug=debug, options=options)
             )
     finally:
         bar.close()
@@ -570,8 +537,64 @@ def run_batch(
     return summary
 
 
-def _one(src, dst, program, bar, size, *, resume, overwrite, debug, options) -> FileResult:
-    """Process one file for :func:`run_batch`, turning any error into a failed result."""
+def plan(
+    inputs: Iterable[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    output_name=output_path,
+    clean=clean_stale,
+) -> tuple[list[tuple[Path, Path]], list[FileResult]]:
+    """The ``(input, output)`` pairs of a batch, and failed results for what cannot be done.
+
+    Refuses (``ValueError``) an output directory that holds an input, creates
+    it, removes stale temporaries with ``clean(outdir)``, and fails inputs
+    whose outputs (``output_name(src, outdir)``) would collide.
+    """
+    outdir = Path(outdir)
+    files, failed = expand_inputs(inputs)
+    for f in files:
+        if _same_file(f.parent, outdir) or f.parent.resolve() == outdir.resolve():
+            raise ValueError(
+                f"the output directory {outdir} holds the input {f}: outputs keep their "
+                f"input's name, so this would overwrite it; choose another output directory"
+            )
+    outdir.mkdir(parents=True, exist_ok=True)
+    clean(outdir)
+    names: dict[str, Path] = {}
+    todo: list[tuple[Path, Path]] = []
+    for src in files:
+        dst = output_name(src, outdir)
+        if dst.name in names:
+            failed.append(FileResult(
+                src, dst, "failed", f"has the same name as {names[dst.name]}; both would write {dst}"))
+            continue
+        names[dst.name] = src
+        todo.append((src, dst))
+    return todo, failed
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def progress_bar(total: int, *, quiet: bool, stream=None):
+    """A tqdm bar of ``total`` bytes on ``stream`` (stderr), shown only on a terminal."""
+    from tqdm import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    show = not quiet and hasattr(stream, "isatty") and stream.isatty()
+    return tqdm(total=total, unit="B", unit_scale=True, disable=not show, file=stream,
+                desc="pixelmix", dynamic_ncols=True)
+
+
+def process_one(src, dst, program, bar, size, *, resume, overwrite, debug, options) -> FileResult:
+    """Process one file for a batch (skip if resumable), turning any error into a failed result.
+
+    ``bar`` is advanced by ``size`` in all (in proportion to the pixels mixed).
+    """
     seen = 0
     total_pixels = [0]
 
@@ -594,7 +617,7 @@ def _one(src, dst, program, bar, size, *, resume, overwrite, debug, options) -> 
             expected[0] = stack.nbytes
         return process_file(src, dst, program, overwrite=overwrite or resume, progress=progress, **options)
     except Exception as exc:
-        reason = _reason(exc, src)
+        reason = failure_reason(exc, src)
         return FileResult(
             src, dst, "failed", reason,
             traceback=traceback.format_exc() if debug else "",

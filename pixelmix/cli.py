@@ -514,9 +514,9 @@ def _cmd_demo(args) -> int:
 def _report_failure(where: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    from .batch import _reason
+    from .batch import failure_reason
 
-    print(f"pixelmix: error: {where}: {_reason(exc, where)}" if where else f"pixelmix: error: {_reason(exc)}",
+    print(f"pixelmix: error: {where}: {failure_reason(exc, where)}" if where else f"pixelmix: error: {failure_reason(exc)}",
           file=sys.stderr)
 
 
@@ -549,9 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            from .batch import _reason
+            from .batch import failure_reason
 
-            print(f"pixelmix {args.command}: error: {_reason(exc)} (run with --debug for details)",
+            print(f"pixelmix {args.command}: error: {failure_reason(exc)} (run with --debug for details)",
                   file=sys.stderr)
         return EXIT_FAILED
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -347,7 +346,7 @@ def clean_stale_dirs(store: str | os.PathLike) -> list[Path]:
 
 
 class _NoBar:
-    """Stands in for the progress bar of ``batch._one`` on a worker."""
+    """Stands in for the progress bar of ``batch.process_one`` on a worker."""
 
     def update(self, n) -> None:
         pass
@@ -355,7 +354,7 @@ class _NoBar:
 
 def _zarr_job(src: Path, dst: Path, program, *, resume, overwrite, debug, options):
     """One input to one Zarr image group, with ``batch``'s skip and failure rules."""
-    from .batch import FileResult, _reason
+    from .batch import FileResult, failure_reason
     from .tiff import open_stack
 
     try:
@@ -367,7 +366,7 @@ def _zarr_job(src: Path, dst: Path, program, *, resume, overwrite, debug, option
         return process_file_zarr(src, dst, program, overwrite=overwrite or resume, **options)
     except Exception as exc:
         return FileResult(
-            src, dst, "failed", _reason(exc, src), traceback=traceback.format_exc() if debug else ""
+            src, dst, "failed", failure_reason(exc, src), traceback=traceback.format_exc() if debug else ""
         )
 
 
@@ -375,40 +374,24 @@ def _job(src: Path, dst: Path, program, zarr_out: bool, resume, overwrite, debug
     """The task a worker runs for one file; never raises (failures are results)."""
     if zarr_out:
         return _zarr_job(src, dst, program, resume=resume, overwrite=overwrite, debug=debug, options=options)
-    from .batch import _one
+    from .batch import process_one
 
-    return _one(src, dst, program, _NoBar(), 0, resume=resume, overwrite=overwrite, debug=debug, options=options)
+    return process_one(src, dst, program, _NoBar(), 0, resume=resume, overwrite=overwrite, debug=debug,
+                       options=options)
 
 
 def _plan(inputs, outdir: Path, zarr_out: bool):
-    """Input files, their outputs, and failed results for what cannot be done."""
-    from .batch import FileResult, _same_file, clean_stale, expand_inputs, output_path
+    """``batch.plan`` for TIFF or Zarr outputs, with absolute paths for the workers."""
+    from .batch import clean_stale, output_path, plan
 
-    files, missing = expand_inputs(inputs)
-    results = list(missing)
-    for f in files:
-        if _same_file(f.parent, outdir) or f.parent.resolve() == outdir.resolve():
-            raise ValueError(
-                f"the output directory {outdir} holds the input {f}: outputs keep their "
-                f"input's name, so this would overwrite it; choose another output directory"
-            )
-    outdir.mkdir(parents=True, exist_ok=True)
-    if zarr_out:
-        clean_stale_dirs(outdir)
-    else:
-        clean_stale(outdir)
-    names: dict[str, Path] = {}
-    todo = []
-    for src in files:
-        dst = zarr_output_path(src, outdir) if zarr_out else output_path(src, outdir)
-        if dst.name in names:
-            results.append(FileResult(
-                src, dst, "failed", f"has the same name as {names[dst.name]}; both would write {dst}"))
-            continue
-        names[dst.name] = src
-        # Absolute paths: a worker's working directory is not the client's.
-        todo.append((src, dst, src.resolve(), dst.resolve()))
-    return todo, results
+    todo, failed = plan(
+        inputs,
+        outdir,
+        output_name=zarr_output_path if zarr_out else output_path,
+        clean=clean_stale_dirs if zarr_out else clean_stale,
+    )
+    # Absolute paths: a worker's working directory is not the client's.
+    return [(src, dst, src.resolve(), dst.resolve()) for src, dst in todo], failed
 
 
 def run_batch(
@@ -469,12 +452,9 @@ def run_batch(
     >>> s.count("done"), sorted(os.listdir(os.path.join(d, "out.zarr")))[-2:]
     (2, ['a', 'b'])
     """
-    from tqdm import tqdm
-
-    from .batch import FileResult, Summary, _reason
+    from .batch import FileResult, Summary, failure_reason, progress_bar
 
     t0 = time.perf_counter()
-    stream = sys.stderr if stream is None else stream
     outdir = Path(outdir)
     zarr_out = is_zarr_path(outdir)
     if zarr_out:
@@ -491,9 +471,7 @@ def run_batch(
     todo, results = _plan(inputs, outdir, zarr_out)
     summary = Summary(results=results)
     sizes = {src: src.stat().st_size if src.exists() else 0 for src, *_ in todo}
-    show = not quiet and hasattr(stream, "isatty") and stream.isatty()
-    bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, disable=not show, file=stream,
-               desc="pixelmix", dynamic_ncols=True)
+    bar = progress_bar(sum(sizes.values()), quiet=quiet, stream=stream)
     args = dict(resume=resume, overwrite=overwrite, debug=debug, options=options)
     try:
         if client is None:
@@ -516,7 +494,7 @@ def run_batch(
                 try:
                     done[src] = _relative(future.result(), src, dst)
                 except Exception as exc:  # the worker died (KilledWorker) or the task was lost
-                    done[src] = FileResult(src, dst, "failed", f"on the cluster: {_reason(exc)}")
+                    done[src] = FileResult(src, dst, "failed", f"on the cluster: {failure_reason(exc)}")
                 bar.update(sizes[src])
             summary.results.extend(done[src] for src, *_ in todo)
     finally:

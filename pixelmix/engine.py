@@ -64,7 +64,7 @@ def _check_input_dtype(dtype: np.dtype) -> None:
         names = ", ".join(d.name for d in SUPPORTED_INPUT)
         hint = ""
         if dtype.kind in "iuf":
-            hint = f"; convert first, e.g. image.astype(np.float32)"
+            hint = "; convert first, e.g. image.astype(np.float32)"
         raise TypeError(f"image dtype {dtype} is not supported (supported: {names}){hint}")
 
 

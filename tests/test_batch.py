@@ -12,7 +12,13 @@ import pytest
 import tifffile
 
 import pixelmix as pm
-from pixelmix.batch import clean_stale, expand_inputs, is_complete, process_file, run_batch
+from pixelmix.batch import (
+    clean_stale,
+    expand_inputs,
+    is_complete,
+    process_file,
+    run_batch,
+)
 from pixelmix.tiff import open_stack
 
 RNG = np.random.default_rng(11)

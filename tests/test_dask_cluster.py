@@ -2,18 +2,16 @@
 
 import os
 
+import dask.array as da
 import numpy as np
 import pytest
+import tifffile
+import zarr
 
 import pixelmix as pm
 from pixelmix import ops
 
 from .helpers import random_image
-
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
-tifffile = pytest.importorskip("tifffile")
-zarr = pytest.importorskip("zarr")
 
 
 @pytest.fixture(scope="module")

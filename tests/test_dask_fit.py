@@ -1,13 +1,12 @@
 """Fits on Dask arrays (threaded scheduler): the in-memory fits' results, from chunks."""
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 
 import pixelmix as pm
-
-da = pytest.importorskip("dask.array")
-dask = pytest.importorskip("dask")
-tifffile = pytest.importorskip("tifffile")
 
 
 def _cube(rng, shape=(40, 30, 5)):

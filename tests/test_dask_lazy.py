@@ -6,6 +6,8 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
+import dask
+import dask.array as da
 import numba
 import numpy as np
 import pytest
@@ -14,9 +16,6 @@ import pixelmix as pm
 from pixelmix import ops
 
 from .helpers import random_image
-
-da = pytest.importorskip("dask.array")
-dask = pytest.importorskip("dask")
 
 
 def _expected_chunks(x, axis, k):

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+import tifffile
 
 import pixelmix as pm
-
-tifffile = pytest.importorskip("tifffile")
 
 
 @pytest.fixture

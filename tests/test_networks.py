@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import pixelmix as pm  # noqa: E402
-from pixelmix.networks import from_arrays, from_torch  # noqa: E402
+import pixelmix as pm
+from pixelmix.networks import from_arrays, from_torch
 
 
 def _model():

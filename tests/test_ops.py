@@ -113,6 +113,25 @@ def test_lookup_table_is_used(rng):
     np.testing.assert_allclose(lut[0], np.log(np.maximum(np.arange(256), 1)).astype(np.float32), rtol=1e-6)
 
 
+def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
+    """A per-channel scale (e.g. 1/255) before elementwise steps goes into the table too."""
+    import pixelmix.engine as engine
+
+    x = random_image(rng, (16, 16, 3), np.uint8)
+    scale = pm.Mixer(np.diag([1 / 255, 2 / 255, 1 / 255]), [0.0, -0.5, 0.0])
+    net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.srgb_decode() @ scale
+    request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    assert engine.lookup_table(request, engine._run_cpu_kernel)[2] == 2
+    with_table = net(x)
+    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 0)
+    np.testing.assert_array_equal(with_table, net(x))
+    np.testing.assert_allclose(with_table, net(x, backend="numpy"), rtol=1e-5, atol=1e-6)
+    # a lone mixer, diagonal or not, is mixed on the fly: no table
+    request = engine.prepare((scale,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 2**20)
+    assert engine.lookup_table(request, engine._run_cpu_kernel)[2] == 0
+
+
 def test_integer_output_of_a_program(rng):
     x = random_image(rng, (10, 10, 3), np.uint8)
     net = ops.clip(0, 255) @ pm.Mixer(rng.standard_normal((2, 3)) * 2)

@@ -5,15 +5,12 @@ import sys
 import warnings
 
 import numpy as np
+import pixelmix_skimage as pxs
 import pytest
-
-skimage = pytest.importorskip("skimage")
-from skimage import color  # noqa: E402
-from skimage.color import colorconv  # noqa: E402
-from skimage.util import _backends  # noqa: E402
-
-import pixelmix_skimage as pxs  # noqa: E402
-from pixelmix_skimage import backend  # noqa: E402
+from pixelmix_skimage import backend
+from skimage import color
+from skimage.color import colorconv
+from skimage.util import _backends
 
 
 def test_entry_points_are_installed_and_point_here():

@@ -8,7 +8,14 @@ import pytest
 import tifffile
 
 from pixelmix import tiff
-from pixelmix.tiff import create_stack, in_file_order, open_stack, page_tiles, plan_slabs, write_stack
+from pixelmix.tiff import (
+    create_stack,
+    in_file_order,
+    open_stack,
+    page_tiles,
+    plan_slabs,
+    write_stack,
+)
 
 RNG = np.random.default_rng(7)
 

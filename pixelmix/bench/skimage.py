@@ -19,27 +19,7 @@ import numpy as np
 
 from . import Case
 
-FUNCTIONS = (
-    "rgb2gray",
-    "rgb2yuv",
-    "yuv2rgb",
-    "rgb2yiq",
-    "yiq2rgb",
-    "rgb2ypbpr",
-    "ypbpr2rgb",
-    "rgb2ycbcr",
-    "ycbcr2rgb",
-    "rgb2ydbdr",
-    "ydbdr2rgb",
-    "rgb2rgbcie",
-    "rgbcie2rgb",
-    "rgb2xyz",
-    "xyz2rgb",
-    "rgb2hed",
-    "hed2rgb",
-    "separate_stains",
-    "combine_stains",
-)
+from pixelmix_skimage.backend import FUNCTIONS
 
 
 def _pair(name: str, image: np.ndarray):

@@ -198,7 +198,7 @@ def slab_indices(shape: tuple[int, ...], axis: int, itemsize: int, max_bytes: in
         return
     pixel_bytes = shape[axis] * itemsize
     split = len(spatial) - 1
-    for j, ax in enumerate(spatial):
+    for j in range(len(spatial)):
         inner = math.prod(shape[s] for s in spatial[j + 1 :])
         if inner * pixel_bytes <= max_bytes:
             split = j

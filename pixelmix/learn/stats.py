@@ -379,7 +379,6 @@ def block_moments(
         raise ValueError("a block needs at least a channel axis")
     axis = channel_axis % values.ndim
     spatial = values.shape[:axis] + values.shape[axis + 1:]
-    n_channels = values.shape[axis]
     stride, threshold = parse_sample(sample)
     if pair not in PAIRS:
         raise ValueError(f"pair={pair!r} is not one of {', '.join(map(repr, PAIRS))}")

@@ -23,50 +23,8 @@ Examples
 np.float64(1.0)
 """
 
-from .color import (
-    combine_stains,
-    hed2rgb,
-    mix_channels,
-    rgb2gray,
-    rgb2hed,
-    rgb2rgbcie,
-    rgb2xyz,
-    rgb2ycbcr,
-    rgb2ydbdr,
-    rgb2yiq,
-    rgb2ypbpr,
-    rgb2yuv,
-    rgbcie2rgb,
-    separate_stains,
-    xyz2rgb,
-    ycbcr2rgb,
-    ydbdr2rgb,
-    yiq2rgb,
-    ypbpr2rgb,
-    yuv2rgb,
-)
+from . import color
+from .color import *  # noqa: F403 (the functions named in color.__all__)
 from .tiled import apply_tiled
 
-__all__ = [
-    "mix_channels",
-    "apply_tiled",
-    "rgb2gray",
-    "rgb2yuv",
-    "yuv2rgb",
-    "rgb2yiq",
-    "yiq2rgb",
-    "rgb2ypbpr",
-    "ypbpr2rgb",
-    "rgb2ycbcr",
-    "ycbcr2rgb",
-    "rgb2ydbdr",
-    "ydbdr2rgb",
-    "rgb2rgbcie",
-    "rgbcie2rgb",
-    "rgb2xyz",
-    "xyz2rgb",
-    "rgb2hed",
-    "hed2rgb",
-    "separate_stains",
-    "combine_stains",
-]
+__all__ = [*color.__all__, "apply_tiled"]

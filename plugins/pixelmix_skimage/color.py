@@ -35,29 +35,9 @@ import pixelmix as pm
 from pixelmix import ops
 
 from ._floats import engine_view, log_steps, prepare, run, to_float_steps
+from .backend import FUNCTIONS
 
-__all__ = [
-    "mix_channels",
-    "rgb2gray",
-    "rgb2yuv",
-    "yuv2rgb",
-    "rgb2yiq",
-    "yiq2rgb",
-    "rgb2ypbpr",
-    "ypbpr2rgb",
-    "rgb2ycbcr",
-    "ycbcr2rgb",
-    "rgb2ydbdr",
-    "ydbdr2rgb",
-    "rgb2rgbcie",
-    "rgbcie2rgb",
-    "rgb2xyz",
-    "xyz2rgb",
-    "rgb2hed",
-    "hed2rgb",
-    "separate_stains",
-    "combine_stains",
-]
+__all__ = ["mix_channels", *FUNCTIONS]
 
 # scikit-image's Beer-Lambert floor: separate_stains takes log(max(rgb, 1e-6)).
 _LOG_FLOOR = 1e-6
