@@ -25,9 +25,10 @@ BACKENDS = ("auto", "cpu", "cuda", "numpy")
 
 # A chunk is the part of a non-contiguous image copied at once: never the whole.
 CHUNK_BYTES = 32 * 2**20
-# Scratch per tile: about this many values per buffer (1 MB of float32): long
-# runs per channel for the prefetcher; the affine step works in L1-sized sweeps.
-TILE_VALUES = 2**18
+# Scratch per tile: about this many values per buffer (512 KB of float32, in
+# L2): long runs per channel for the prefetcher; the affine step works in
+# L1-sized sweeps.
+TILE_VALUES = 2**17
 # A per-channel lookup table replaces leading elementwise steps when it is this small.
 LUT_MAX_VALUES = 2**20
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -129,6 +130,12 @@ def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: 
 def run(suites: list[str], *, quick: bool = False, repeat: int | None = None, backend: str = "cpu", out=None) -> int:
     """Run the named suites and print their tables; return an exit status."""
     out = out or sys.stdout
+    # OpenMP runtimes (PyTorch's, OpenBLAS's, Numba's omp layer) otherwise keep
+    # their threads spinning for up to ~200 ms after each parallel call, taking
+    # the cores from whichever library runs next. Only effective before the
+    # runtimes start, i.e. when bench runs in a fresh process (the CLI).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
     import numba
 
     unknown = [s for s in suites if s not in SUITES]
