@@ -94,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "renamed into place when complete; one bad input never stops the others.",
         epilog="examples:\n"
         "  pixelmix apply a.tif b.tif --mixer pca10.json -o reduced/\n"
-        "  pixelmix apply 'scans/*.ome.tif' --preset srgb -o rgb/ --dtype uint8\n"
+        "  pixelmix apply cube.ome.tif --preset spectral_to_srgb -o rgb/   # wavelengths from the file\n"
+        "  pixelmix apply cube.tif --preset band_binning --preset-option factor=4 -o binned/\n"
         "  pixelmix apply rgb.tif --matrix '0.2125,0.7154,0.0721' -o gray/\n"
         "  pixelmix apply scans/ --matrix weights.csv --bias '0,10' -o out/ --compression zlib\n"
         "  pixelmix apply scans/ --mixer m.json -o out/ --resume      # after an interruption",
@@ -108,6 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="weights: inline rows 'a,b,c;d,e,f' (write --matrix=-1,... when the first "
                       "value is negative), a JSON list, or a .csv/.json file")
     apply.add_argument("--bias", metavar="B", help="with --matrix: one value per output, e.g. '0,10'")
+    apply.add_argument("--preset-option", action="append", metavar="KEY=VALUE",
+                       help="a parameter of the preset, e.g. factor=4 or scale=255 (repeatable); "
+                       "wavelengths and band counts come from the inputs")
     apply.add_argument("-o", "--output", metavar="OUTDIR",
                        help="output directory (required), or NAME.zarr for one Zarr/OME-Zarr store")
     _add_io_options(apply)
@@ -147,7 +151,7 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("method", choices=sorted(_FIT_METHODS), help="fitting method")
     fit.add_argument("files", nargs="+", metavar="FILE", help="TIFF files, directories or glob patterns")
     fit.add_argument("-k", "--components", required=True, type=float, metavar="N",
-                     help="components to keep (a fraction in (0, 1) keeps enough to explain it)")
+                     help="components to keep (PCA: a fraction in (0, 1) keeps enough to explain it)")
     fit.add_argument("-o", "--output", required=True, metavar="MIXER", help="mixer file to write (.json)")
     _add_io_options(fit)
     fit.add_argument("--sample", type=float, default=None, metavar="F",
@@ -310,18 +314,62 @@ def _matrix_program(matrix: str, bias: str | None):
         raise UsageError(f"bad --matrix: {exc}") from None
 
 
-def _preset_program(name: str):
-    try:
-        from . import presets
-    except ImportError:
-        raise UsageError("this pixelmix has no presets module") from None
+def _preset_program(name: str, options: list[str], files: list[str], channel_axis):
+    """The preset ``name`` built with ``--preset-option KEY=VALUE`` values.
+
+    Presets that depend on the data (``wavelengths``, ``n_bands``) take them
+    from the inputs, which must all agree.
+    """
+    import inspect
+
+    from . import presets
+
     names = list(presets.names())
     if name == "list":
         print("\n".join(names))
         return None
     if name not in names:
         raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(names)}")
-    return presets.get(name)
+    kwargs = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep:
+            raise UsageError(f"--preset-option takes KEY=VALUE, got {option!r}")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    wanted = inspect.signature(presets._REGISTRY[name]).parameters
+    needs = [k for k in ("wavelengths", "n_bands") if k in wanted and k not in kwargs]
+    if needs:
+        kwargs.update(_from_inputs(needs, files, channel_axis, name))
+    try:
+        return presets.get(name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{exc} (give options as --preset-option KEY=VALUE)") from None
+
+
+def _from_inputs(keys: list[str], files: list[str], channel_axis, preset: str) -> dict:
+    """``wavelengths`` / ``n_bands`` read from the input files (they must all agree)."""
+    from .batch import expand_inputs
+    from .tiff import open_stack
+
+    paths, _ = expand_inputs(files)
+    found = None
+    for path in paths:
+        with open_stack(path, channel_axis=channel_axis) as stack:
+            here = {"wavelengths": stack.wavelengths, "n_bands": stack.n_channels}
+        if "wavelengths" in keys and here["wavelengths"] is None:
+            raise UsageError(f"preset {preset!r} needs wavelengths, and {path} carries none; "
+                             f"give them with --preset-option wavelengths=[...]")
+        here = {k: here[k] for k in keys}
+        if found is not None and here != found:
+            raise UsageError(f"preset {preset!r}: {path} differs from the first input in {', '.join(keys)}; "
+                             f"run such files separately")
+        found = here
+    if found is None:
+        raise UsageError(f"preset {preset!r} takes {', '.join(keys)} from the inputs, but there are none")
+    return found
 
 
 def _load_program(args):
@@ -336,7 +384,7 @@ def _load_program(args):
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"cannot read mixer file {path}: {exc}") from None
     if args.preset:
-        return _preset_program(args.preset)
+        return _preset_program(args.preset, args.preset_option, args.files, args.channel_axis)
     return _matrix_program(args.matrix, args.bias)
 
 
@@ -352,6 +400,17 @@ def _cmd_apply(args) -> int:
         return EXIT_OK
     if not args.files or not args.output:
         raise UsageError("give the input FILEs and -o OUTDIR (see pixelmix apply --help)")
+    from .tiff import codec_problem
+
+    problem = codec_problem(None if args.compression == "none" else args.compression)
+    if problem:
+        raise UsageError(problem)
+    if args.backend == "cuda":
+        from .gpu import unusable_reason
+
+        reason = unusable_reason()
+        if reason:
+            raise UsageError(f"--backend cuda: {reason}")
     from .cluster import is_zarr_path
 
     if args.scheduler or args.dask or args.workers is not None or is_zarr_path(args.output):
@@ -545,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixelmix: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `pixelmix info ... | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         if debug:
             traceback.print_exc()

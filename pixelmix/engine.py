@@ -61,10 +61,13 @@ def _normalize_axis(channel_axis: int, ndim: int) -> int:
 
 
 def _check_input_dtype(dtype: np.dtype) -> None:
-    if dtype not in SUPPORTED_INPUT:
+    # Non-native byte order (FITS, some TIFF memmaps) is read piece by piece.
+    if dtype.newbyteorder("=") not in SUPPORTED_INPUT:
         names = ", ".join(d.name for d in SUPPORTED_INPUT)
         hint = ""
-        if dtype.kind in "iuf":
+        if dtype.kind in "iu":
+            hint = "; convert first, e.g. image.astype(np.int32) or image.astype(np.float64)"
+        elif dtype.kind == "f":
             hint = "; convert first, e.g. image.astype(np.float32)"
         raise TypeError(f"image dtype {dtype} is not supported (supported: {names}){hint}")
 
@@ -83,9 +86,17 @@ def output_dtype(in_dtype: np.dtype, dtype) -> np.dtype:
     return out
 
 
-def accumulation_dtype(out_dtype: np.dtype) -> np.dtype:
-    """float64 where float32 could not hold the result exactly enough, else float32."""
-    if out_dtype in (np.dtype(np.float64), np.dtype(np.int32)):
+def accumulation_dtype(in_dtype: np.dtype, out_dtype: np.dtype) -> np.dtype:
+    """The float type the sums run in: that of a float output, else wide enough for the input.
+
+    float32 output sums in float32 and float64 output in float64, as asked.
+    Integer output rounds the sum, so it must be exact enough: float64 for
+    int32 output or for float64 / int32 input, float32 otherwise.
+    """
+    if out_dtype.kind == "f":
+        return out_dtype
+    wide = (np.dtype(np.float64), np.dtype(np.int32))
+    if out_dtype in wide or in_dtype.newbyteorder("=") in wide:
         return np.dtype(np.float64)
     return np.dtype(np.float32)
 
@@ -95,8 +106,8 @@ def _check_nodata(nodata, in_dtype: np.dtype) -> float | None:
         return None
     try:
         value = float(nodata)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"nodata must be a number, got {nodata!r}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"nodata must be a number that fits a float, got {nodata!r}") from exc
     if math.isnan(value):
         raise ValueError("nodata=nan is not needed: NaN pixels are always treated as missing")
     cast = np.array(value).astype(in_dtype)
@@ -106,6 +117,16 @@ def _check_nodata(nodata, in_dtype: np.dtype) -> float | None:
             f"{cast.item()!r}); pass a value of the image's dtype"
         )
     return value
+
+
+def stand_in(shape: tuple[int, ...], dtype, writeable: bool = False) -> np.ndarray:
+    """An array of ``shape`` and ``dtype`` that takes no memory (every stride 0).
+
+    :func:`prepare` validates calls on data it must not touch (Dask arrays,
+    GPU arrays) through these: same shape and dtype, no allocation.
+    """
+    base = np.zeros(1, dtype=dtype)
+    return np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=(0,) * len(shape), writeable=writeable)
 
 
 def view3(a: np.ndarray, axis: int) -> np.ndarray:
@@ -191,6 +212,10 @@ def prepare(
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     else:
         tile = int(tile_size)
+    # No tile is longer than the run of pixels it is cut from (all of A when
+    # channels are last, else a row of B): scratch is never larger than needed.
+    after = math.prod(x.shape[axis + 1 :])
+    tile = max(1, min(tile, math.prod(x.shape[:axis]) if after == 1 else after))
 
     return Request(
         image=x,
@@ -198,7 +223,7 @@ def prepare(
         axis=axis,
         program=program,
         out_dtype=out_dtype,
-        acc_dtype=accumulation_dtype(out_dtype),
+        acc_dtype=accumulation_dtype(x.dtype, out_dtype),
         nodata=nodata_value,
         tile=tile,
     )
@@ -264,10 +289,18 @@ def apply_steps(
 
 
 def _auto_picks_cuda(request: Request) -> bool:
-    """backend="auto": the GPU for large images when one is usable (size first: probing costs)."""
+    """backend="auto": the GPU for large images when a real one is usable and can run the program.
+
+    Size first (probing costs); never Numba's CUDA simulator, which runs
+    Python per thread; never a program wider than the GPU kernel holds.
+    """
     from . import gpu
 
-    return gpu.worth_it(request.image.nbytes + request.out.nbytes) and gpu.usable()
+    if not gpu.worth_it(request.image.nbytes + request.out.nbytes) or not gpu.usable():
+        return False
+    from .kernels import cuda as kc
+
+    return not kc.simulated() and request.program.width <= kc.MAX_SCRATCH
 
 
 def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) -> dict[str, Any]:
@@ -277,7 +310,7 @@ def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) 
     if out_dtype.kind in "iu":
         info = np.iinfo(out_dtype)
         lo, hi = float(info.min), float(info.max)
-        fill = 0.0 if request.nodata is None else min(max(request.nodata, lo), hi)
+        fill = 0.0 if request.nodata is None else float(np.clip(np.rint(request.nodata), lo, hi))
     else:
         lo = hi = fill = 0.0
     return dict(
@@ -313,7 +346,7 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
     lut, offset, start)``), so it holds exactly what the direct path computes.
     """
     program = request.program
-    dtype = request.image.dtype
+    dtype = request.image.dtype.newbyteorder("=")
     no_table = np.zeros((1, 1), dtype=request.acc_dtype), 0, 0
     lead = program.n_per_channel
     # A lone affine step gains nothing from a table: the kernel mixes on the fly.
@@ -322,7 +355,8 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
         return no_table
     info = np.iinfo(dtype)
     n_values = int(info.max) - int(info.min) + 1
-    if n_values * program.n_in > LUT_MAX_VALUES:
+    # Only when the table is smaller than the image, and small enough to stay in cache.
+    if n_values * program.n_in > min(LUT_MAX_VALUES, request.image.size):
         return no_table
     values = np.arange(info.min, info.max + 1, dtype=dtype)
     grid = np.ascontiguousarray(np.broadcast_to(values, (1, program.n_in, n_values)))
@@ -368,27 +402,30 @@ def _run_cpu_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int
 def chunks(request: Request):
     """Yield ``(x3, out3, finish)``: contiguous (A, C, B) pieces covering the request.
 
-    A C-contiguous image and output give one piece, the whole arrays, with no
-    copy. Otherwise the image is cut along an axis other than the channel
-    axis into pieces of about CHUNK_BYTES, each copied to contiguous memory
-    (never the whole image at once); ``finish()`` copies a piece's result
-    into ``out`` when ``out`` could not be written directly.
+    A C-contiguous image (in native byte order) and output give one piece,
+    the whole arrays, with no copy. Otherwise the image is cut along its
+    longest axis other than the channel axis into pieces of about
+    CHUNK_BYTES, each copied to contiguous native memory (never the whole
+    image at once); ``finish()`` copies a piece's result into ``out`` when
+    ``out`` could not be written directly.
     """
     image, out, axis = request.image, request.out, request.axis
-    if image.flags.c_contiguous and out.flags.c_contiguous:
+    native = image.dtype.newbyteorder("=")
+    if image.flags.c_contiguous and image.dtype.isnative and out.flags.c_contiguous:
         yield view3(image, axis), view3(out, axis), lambda: None
         return
-    if image.ndim == 1:
+    others = [ax for ax in range(image.ndim) if ax != axis]
+    if not others:
         pieces = [(slice(None),)]
     else:
-        split = 1 if axis == 0 else 0
+        split = max(others, key=lambda ax: image.shape[ax])
         length = image.shape[split]
         step = max(1, CHUNK_BYTES * length // max(image.nbytes, 1))
         pieces = [
             (slice(None),) * split + (slice(i, i + step),) for i in range(0, length, step)
         ]
     for index in pieces:
-        x = np.ascontiguousarray(image[index])
+        x = np.ascontiguousarray(image[index], dtype=native)
         dest = out[index]
         buf = dest if dest.flags.c_contiguous else np.empty(dest.shape, dest.dtype)
 

@@ -198,7 +198,8 @@ class _Launch:
         args = kernel_args(request, lut, lut_offset, start)
         table, params = args["table"], args["params"]
         cap = kc.scratch_width(table)
-        w0 = kc.first_affine_weights(table, params, cap)
+        first = request.program.first_affine(start)
+        w0 = kc.first_affine_weights(table, params, cap, first)
         shared = w0.nbytes <= SHARED_BYTES
         self.kernel = kc.program_kernel(cap, request.acc_dtype.name)
         self.shared_bytes = int(w0.nbytes) if shared else 0
@@ -215,7 +216,7 @@ class _Launch:
             cuda.to_device(w0),
             shared,
             int(start),
-            int(request.program.first_affine(start)),
+            int(first),
             cuda.to_device(np.ascontiguousarray(args["lut"])),
             int(args["lut_offset"]),
             bool(args["use_lut"]),
@@ -347,16 +348,6 @@ def run_cuda(request, *, threads_per_block: int | None = None, max_blocks: int |
             finish()
 
 
-def _stand_in(shape, dtype, writeable: bool) -> np.ndarray:
-    """A zero-strided host array of ``shape`` and ``dtype`` holding one value.
-
-    :func:`pixelmix.engine.prepare` validates a device call through these:
-    same shape and dtype, no memory.
-    """
-    base = np.zeros(1, dtype=dtype)
-    return np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=(0,) * len(shape), writeable=writeable)
-
-
 def _as_device(obj, what: str):
     from numba import cuda
 
@@ -408,7 +399,7 @@ def _device_request(steps, image, *, channel_axis, dtype, nodata, out, tile_size
     Validation is the engine's: :func:`pixelmix.engine.prepare` on
     zero-strided host stand-ins of the device arrays' shapes and dtypes.
     """
-    from .engine import prepare
+    from .engine import prepare, stand_in
 
     if not is_device_array(image):
         raise TypeError(
@@ -425,13 +416,13 @@ def _device_request(steps, image, *, channel_axis, dtype, nodata, out, tile_size
     d_out = None if out is None else _as_device(out, "out")
     request = prepare(
         steps,
-        _stand_in(d_image.shape, d_image.dtype, writeable=False),
+        stand_in(d_image.shape, d_image.dtype),
         channel_axis=channel_axis,
         dtype=dtype,
         nodata=nodata,
-        out=None if d_out is None else _stand_in(d_out.shape, d_out.dtype, writeable=True),
+        out=None if d_out is None else stand_in(d_out.shape, d_out.dtype, writeable=True),
         tile_size=tile_size,
-        allocate=lambda shape, dtype: _stand_in(shape, dtype, writeable=True),
+        allocate=lambda shape, dtype: stand_in(shape, dtype, writeable=True),
     )
     if d_out is None:
         result = _empty_like_kind(image, request.out.shape, request.out_dtype)

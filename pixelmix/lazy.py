@@ -50,12 +50,6 @@ def is_dask_array(obj: Any) -> bool:
     return array_type is not None and isinstance(obj, array_type)
 
 
-def _stand_in(shape: tuple, dtype: np.dtype, writeable: bool) -> np.ndarray:
-    """An array of ``shape`` and ``dtype`` that takes no memory (every stride 0)."""
-    base = np.zeros(1, dtype=dtype)
-    return np.lib.stride_tricks.as_strided(base, shape=shape, strides=(0,) * len(shape), writeable=writeable)
-
-
 def _validate(steps, image, *, channel_axis, dtype, nodata, tile_size):
     """Run the engine's own checks on a memory-free stand-in of ``image``.
 
@@ -63,7 +57,7 @@ def _validate(steps, image, *, channel_axis, dtype, nodata, tile_size):
     ``out`` are stand-ins): the channel axis, output dtype, compiled program
     and tile size the blocks will use.
     """
-    from .engine import _normalize_axis, prepare
+    from .engine import _normalize_axis, prepare, stand_in
 
     try:
         axis = _normalize_axis(channel_axis, image.ndim)
@@ -78,14 +72,14 @@ def _validate(steps, image, *, channel_axis, dtype, nodata, tile_size):
     shape = tuple(1 if math.isnan(s) else int(s) for s in image.shape)
     return prepare(
         steps,
-        _stand_in(shape, np.dtype(image.dtype), writeable=False),
+        stand_in(shape, np.dtype(image.dtype)),
         channel_axis=channel_axis,
         dtype=dtype,
         nodata=nodata,
         out=None,
         tile_size=tile_size,
         # The whole result is never allocated: a stand-in takes its place.
-        allocate=lambda shape, dtype: _stand_in(shape, np.dtype(dtype), writeable=True),
+        allocate=lambda shape, dtype: stand_in(shape, dtype, writeable=True),
     )
 
 

@@ -48,7 +48,12 @@ def _jsonable(value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist(), where)
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item(), where)
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(
+            f"metadata value {value} in {where} is not finite; JSON cannot store it "
+            f"(use None for a missing value)"
+        )
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(
@@ -123,7 +128,7 @@ class Mixer:
             if b.ndim == 0:
                 b = np.full(k, float(b))
             if b.shape != (k,):
-                raise ValueError(f"bias must have {k} values (one per output), got shape {b.shape}")
+                raise ValueError(f"bias must have {k} value{'s' if k != 1 else ''} (one per output), got shape {b.shape}")
             if not np.all(np.isfinite(b)):
                 raise ValueError("bias contains NaN or Inf; every value must be finite")
         w.flags.writeable = False
@@ -329,17 +334,19 @@ class Mixer:
 
 def write_json(path: str | os.PathLike, body: dict[str, Any]) -> None:
     """Write a mixer or program file atomically (temporary file, then rename)."""
+    import tempfile
+
     path = Path(path)
     doc = {"format": "pixelmix", "version": FORMAT_VERSION, **body}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def load(path: str | os.PathLike):

@@ -119,14 +119,20 @@ class Elementwise:
         return f"{self.name}({args})"
 
     def __matmul__(self, other):
-        return Program([other, self])
+        return Program([other, self]) if _is_step(other) else NotImplemented
 
     def __rmatmul__(self, other):
-        return Program([self, other])
+        return Program([self, other]) if _is_step(other) else NotImplemented
 
     def __call__(self, image, **kwargs):
         """Apply this step alone; see :meth:`Program.apply`."""
         return Program([self]).apply(image, **kwargs)
+
+
+def _is_step(obj) -> bool:
+    from .mixer import Mixer
+
+    return isinstance(obj, (Mixer, Elementwise, Program))
 
 
 _CODES = {
@@ -214,10 +220,15 @@ def tanh() -> Elementwise:
 
 
 def _step_from_dict(d: dict[str, Any]) -> Elementwise:
-    name = d["op"]
+    """Rebuild a saved step through its factory, so its parameters are checked again."""
+    name = d.get("op")
     if name not in _CODES:
         raise ValueError(f"unknown elementwise step {name!r}; known: {sorted(_CODES)}")
-    return Elementwise(name, tuple(float(p) for p in d.get("params", ())))
+    params = d.get("params", [])
+    try:
+        return globals()[name](*params)
+    except TypeError as exc:
+        raise ValueError(f"step {name!r} has bad parameters {params!r}: {exc}") from exc
 
 
 class Program:
@@ -316,10 +327,10 @@ class Program:
     __call__ = apply
 
     def __matmul__(self, other):
-        return Program([other, self])
+        return Program([other, self]) if _is_step(other) else NotImplemented
 
     def __rmatmul__(self, other):
-        return Program([self, other])
+        return Program([self, other]) if _is_step(other) else NotImplemented
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -378,10 +389,8 @@ class CompiledProgram:
         return start + int(rows[0]) if len(rows) else len(self.table)
 
 
-def _per_channel(step) -> bool:
-    """True for a step that maps each channel on its own (elementwise, or a diagonal map)."""
-    if isinstance(step, Elementwise):
-        return True
+def _diagonal(step) -> bool:
+    """True for a mixer that scales and offsets each channel on its own."""
     w = step.weights
     return w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w)))
 
@@ -400,8 +409,17 @@ def compile_steps(steps: tuple[Any, ...], n_in: int) -> CompiledProgram:
             params.append(np.concatenate([step.weights.ravel(), step.bias]))
             channels = step.n_outputs
             width = max(width, channels)
+    # Leading steps that treat each channel on its own: elementwise steps, and
+    # diagonal mixers ahead of them. (A diagonal mixer after an elementwise
+    # step is not per-channel: its zero weights meet the other channels'
+    # values, and 0 * inf from one channel is NaN in all of them.)
     per_channel = 0
-    while per_channel < len(steps) and _per_channel(steps[per_channel]):
+    seen_elementwise = False
+    for step in steps:
+        if isinstance(step, Elementwise):
+            seen_elementwise = True
+        elif seen_elementwise or not _diagonal(step):
+            break
         per_channel += 1
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
     flat = np.concatenate(params) if params else np.zeros(0)

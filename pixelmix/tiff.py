@@ -773,6 +773,27 @@ def create_stack(
     return tifffile.memmap(os.fspath(path), shape=tuple(shape), dtype=np.dtype(dtype), **kwargs)
 
 
+def _has_imagecodecs() -> bool:
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def codec_problem(compression: str | None) -> str | None:
+    """Why ``compression`` cannot be written here (a missing codec), or None.
+
+    zlib/deflate work with the standard library; the others need imagecodecs.
+    """
+    if compression in (None, "none", "zlib", "deflate", "adobe_deflate") or _has_imagecodecs():
+        return None
+    return (
+        f"{compression} compression needs the imagecodecs package: "
+        f"pip install 'pixelmix[codecs]' (or use --compression zlib)"
+    )
+
+
 def write_stack(
     path: str | os.PathLike,
     tiles: Iterable[np.ndarray],
@@ -833,9 +854,15 @@ def write_stack(
     ome = kwargs.pop("ome")
     bigtiff = kwargs.pop("bigtiff")
     if compression is not None:
+        problem = codec_problem(compression)
+        if problem:
+            raise RuntimeError(problem)
         kwargs["compression"] = compression
-        if compression in ("zlib", "deflate", "adobe_deflate", "lzw", "zstd"):
-            # horizontal differencing makes smooth images compress much better
+        # Differencing makes smooth images compress much better; tifffile does
+        # it itself for integers, but floats need imagecodecs.
+        if compression in ("zlib", "deflate", "adobe_deflate", "lzw", "zstd") and (
+            np.dtype(dtype).kind in "iu" or _has_imagecodecs()
+        ):
             kwargs["predictor"] = True
     with tifffile.TiffWriter(os.fspath(path), bigtiff=bigtiff, ome=ome) as writer:
         writer.write(

@@ -157,6 +157,22 @@ def test_lookup_table_path_for_uint8(rng):
     np.testing.assert_allclose(got, want, **TRANSCENDENTAL)
 
 
+def test_lookup_table_absorbing_a_diagonal_mixer(rng):
+    """uint8 -> scale -> sRGB decode -> mixer: the scale goes into the table too."""
+    x = random_image(rng, CL, np.uint8)
+    c = CL[-1]
+    net = _mixer(rng, c, 2) @ ops.srgb_decode() @ pm.Mixer(np.eye(c) / 255)
+    np.testing.assert_allclose(net(x, backend="cuda"), net(x, backend="numpy"), **TRANSCENDENTAL)
+
+
+@pytest.mark.parametrize("which", ["log", "scale+decode"])
+def test_per_channel_program_entirely_in_the_table(rng, which):
+    x = random_image(rng, CL, np.uint8)
+    c = CL[-1]
+    net = pm.Program([ops.log(1.0)]) if which == "log" else ops.srgb_decode() @ pm.Mixer(np.eye(c) / 255)
+    np.testing.assert_allclose(net(x, backend="cuda"), net(x, backend="numpy"), **TRANSCENDENTAL)
+
+
 def test_wide_program_beyond_register_lanes(rng):
     x = random_image(rng, CL, np.float32)
     m1 = _mixer(rng, CL[-1], 20)  # 20 outputs: 32 scratch lanes

@@ -187,3 +187,41 @@ def test_demo_regenerates_samples_without_data_dir(tmp_path, monkeypatch):
     repo = demo.Path(demo.__file__).resolve().parent.parent / "data" / "hyperspectral.ome.tif"
     if repo.exists():
         np.testing.assert_array_equal(tifffile.imread(repo), tifffile.imread(where / "hyperspectral.ome.tif"))
+
+
+def test_presets_take_wavelengths_and_band_counts_from_the_inputs(tmp_path, capsys):
+    a = _cube(tmp_path / "a.ome.tif")
+    out = tmp_path / "out"
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--preset", "band_binning",
+                 "--preset-option", "factor=3", "-o", str(out), "-q"]) == 0
+    got = tifffile.imread(out / "a.ome.tif")
+    np.testing.assert_allclose(got, pm.presets.band_binning(6, 3).apply(a, channel_axis=0), rtol=1e-6)
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--preset", "spectral_to_xyz",
+                 "-o", str(tmp_path / "xyz"), "-q"]) == 0
+    want = pm.presets.spectral_to_xyz([400.0 + 10 * i for i in range(6)]).apply(a, channel_axis=0)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "xyz" / "a.ome.tif"), want, rtol=1e-6)
+    tifffile.imwrite(tmp_path / "plain.tif", a, photometric="minisblack")
+    assert main(["apply", str(tmp_path / "plain.tif"), "--preset", "spectral_to_srgb",
+                 "-o", str(tmp_path / "rgb")]) == 2
+    assert "carries none" in capsys.readouterr().err
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--preset", "band_binning",
+                 "--preset-option", "factor", "-o", str(out)]) == 2
+
+
+def test_missing_codec_and_gpu_are_usage_errors(tmp_path, capsys, monkeypatch):
+    import pixelmix.tiff as tiff
+
+    _cube(tmp_path / "a.ome.tif")
+    monkeypatch.setattr(tiff, "_has_imagecodecs", lambda: False)
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
+                 str(tmp_path / "o"), "--compression", "zstd"]) == 2
+    assert "pixelmix[codecs]" in capsys.readouterr().err
+    # zlib needs no codec: float output is written without the floating-point predictor
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
+                 str(tmp_path / "z"), "--compression", "zlib", "-q"]) == 0
+    import pixelmix.gpu as gpu
+
+    monkeypatch.setattr(gpu, "unusable_reason", lambda: "no device here")
+    assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
+                 str(tmp_path / "g"), "--backend", "cuda"]) == 2
+    assert "no device here" in capsys.readouterr().err

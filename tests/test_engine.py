@@ -177,3 +177,82 @@ def test_one_pixel_vector():
     m = pm.Mixer([[1.0, 2.0, 3.0]], [1.0])
     np.testing.assert_array_equal(m(np.array([1.0, 1.0, 1.0])), [7.0])
     np.testing.assert_array_equal(m(np.arange(6.0)[::2]), [17.0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_many_channels_last_dot_product_path(rng, dtype):
+    """Channels last with >= 16 inputs and <= 16 outputs: dot products along the channels."""
+    x = random_image(rng, (37, 23, 40), dtype)
+    if np.dtype(dtype).kind == "f":
+        x[3, 4, 17] = np.nan
+    m = pm.Mixer(rng.standard_normal((5, 40)), rng.standard_normal(5))
+    got = m(x)
+    assert_affine_close(got, m(x, backend="numpy"), m, x)
+    for tile in (1, 7, 100, 10**6):
+        np.testing.assert_array_equal(m(x, tile_size=tile), got)
+    # the channels-first order rounds differently, within the same bound
+    first = np.moveaxis(m(np.ascontiguousarray(np.moveaxis(x, -1, 0)), channel_axis=0), 0, -1)
+    assert_affine_close(first, got, m, x)
+    # nodata, integer output and a program continuing after the first mixer
+    nodata = x[5, 6, 0]
+    y = m(x, nodata=nodata)
+    assert np.isnan(y[5, 6]).all()
+    rounded = np.clip(np.rint(np.nan_to_num(got)), -32768, 32767).astype(np.int16)
+    np.testing.assert_array_equal(m(x, dtype=np.int16), rounded)  # NaN pixels get 0
+    net = pm.Mixer(rng.standard_normal((3, 5))) @ ops.relu() @ m
+    want = net(x, dtype=np.float64, backend="numpy")
+    np.testing.assert_allclose(net(x, dtype=np.float64), want, rtol=1e-12, atol=1e-12 * np.nanmax(np.abs(want)))
+
+
+def test_integer_output_of_wide_inputs_sums_in_float64():
+    m = pm.Mixer(np.ones((1, 3)))
+    assert m(np.array([[2.5000001, 0.0, 0.0]]), dtype=np.uint8)[0, 0] == 3
+    assert m(np.array([[1e8 + 1, -1e8, 0.0]]), dtype=np.int16)[0, 0] == 1
+    big = np.array([[2**31 - 1, -(2**31 - 2), 0]], dtype=np.int32)
+    assert m(big, dtype=np.int16)[0, 0] == 1
+    # float32 output sums in float32, as asked
+    assert m(np.array([[2.5, 0.0, 0.0]]), dtype=np.float32).dtype == np.float32
+
+
+def test_huge_tile_size_is_clamped_to_the_image(rng):
+    x = random_image(rng, (4, 5, 3), np.float32)
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    np.testing.assert_array_equal(m(x, tile_size=2**40), m(x))
+    cf = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    np.testing.assert_array_equal(m(cf, channel_axis=0, tile_size=2**62), m(cf, channel_axis=0))
+
+
+def test_non_native_byte_order_is_read(rng):
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    for dtype in (np.float32, np.uint16):
+        x = random_image(rng, (6, 7, 3), dtype)
+        swapped = x.astype(x.dtype.newbyteorder(">"))
+        np.testing.assert_array_equal(m(swapped), m(x))
+        np.testing.assert_array_equal(m(swapped, nodata=x[0, 0, 0]), m(x, nodata=x[0, 0, 0]))
+
+
+def test_int64_gets_a_hint():
+    with pytest.raises(TypeError, match=r"int64 is not supported.*astype\(np.int32\)"):
+        pm.mix(np.array([[1, 2, 3]], dtype=np.int64), [[1.0, 1.0, 1.0]])
+
+
+def test_integer_fill_of_nodata_rounds_half_to_even():
+    m = pm.Mixer(np.ones((1, 2)))
+    x = np.array([[1.5, 0.0], [2.5, 0.0]])
+    assert m(x, nodata=1.5, dtype=np.uint8)[0, 0] == 2
+    assert m(x, nodata=2.5, dtype=np.uint8)[1, 0] == 2
+    np.testing.assert_array_equal(m(x, nodata=2.5, dtype=np.uint8), m(x, nodata=2.5, dtype=np.uint8, backend="numpy"))
+    with pytest.raises(TypeError, match="fits a float"):
+        m(x, nodata=10**400)
+
+
+def test_chunks_split_the_longest_axis(rng, monkeypatch):
+    import pixelmix.engine as engine
+
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 1024)
+    x = random_image(rng, (1, 64, 64, 6), np.float32)[..., ::2]  # non-contiguous, axis 0 of length 1
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    request = engine.prepare((m,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    pieces = list(engine.chunks(request))
+    assert len(pieces) > 1 and max(p[0].nbytes for p in pieces) <= 64 * 3 * 4 * 2
+    np.testing.assert_array_equal(m(x), m(np.ascontiguousarray(x)))

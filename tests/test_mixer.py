@@ -95,6 +95,10 @@ def test_load_refuses_foreign_files(tmp_path):
 def test_metadata_must_be_json(rng):
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         pm.Mixer(np.eye(2), metadata={"f": object()})
+    with pytest.raises(ValueError, match="not finite"):
+        pm.Mixer(np.eye(2), metadata={"evr": [np.nan, 1.0]})
+    with pytest.raises(ValueError, match="not finite"):
+        pm.Mixer(np.eye(2), metadata={"x": np.float32(np.inf)})
 
 
 def test_import_compiles_nothing_and_is_fast():

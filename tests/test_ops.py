@@ -92,7 +92,7 @@ def test_lookup_table_path_equals_direct_path(rng, monkeypatch, dtype, axis):
     """Integer input with leading elementwise steps runs through a lookup table."""
     import pixelmix.engine as engine
 
-    shape = (3, 20, 30) if axis == 0 else (20, 30, 3)
+    shape = (3, 256, 300) if axis == 0 else (256, 300, 3)  # more values than a 16-bit table
     x = random_image(rng, shape, dtype)
     net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.log(1.0) @ ops.clip(0, 1000)
     with_table = net(x, channel_axis=axis)
@@ -105,11 +105,14 @@ def test_lookup_table_path_equals_direct_path(rng, monkeypatch, dtype, axis):
 def test_lookup_table_is_used(rng):
     import pixelmix.engine as engine
 
-    x = random_image(rng, (8, 8, 3), np.uint8)
+    x = random_image(rng, (32, 32, 3), np.uint8)
     net = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
     request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
     lut, offset, start = engine.lookup_table(request, engine._run_cpu_kernel)
     assert start == 1 and lut.shape == (3, 256) and offset == 0
+    # no table for an image with fewer values than the table
+    small = engine.prepare(net.steps, x[:4, :4], channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    assert engine.lookup_table(small, engine._run_cpu_kernel)[2] == 0
     np.testing.assert_allclose(lut[0], np.log(np.maximum(np.arange(256), 1)).astype(np.float32), rtol=1e-6)
 
 
@@ -117,7 +120,7 @@ def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
     """A per-channel scale (e.g. 1/255) before elementwise steps goes into the table too."""
     import pixelmix.engine as engine
 
-    x = random_image(rng, (16, 16, 3), np.uint8)
+    x = random_image(rng, (32, 32, 3), np.uint8)
     scale = pm.Mixer(np.diag([1 / 255, 2 / 255, 1 / 255]), [0.0, -0.5, 0.0])
     net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.srgb_decode() @ scale
     request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
@@ -149,3 +152,24 @@ def test_bad_step_parameters():
         ops.log(0)
     with pytest.raises(ValueError, match="finite"):
         ops.clip(0, np.inf)
+
+
+def test_diagonal_mixer_after_an_overflowing_step_stays_out_of_the_table():
+    """exp(200) is inf; the diagonal map's 0 * inf makes the other channel NaN, as in the oracle."""
+    net = ops.relu() @ pm.Mixer(np.eye(2)) @ ops.exp()
+    x = np.array([[200, 1]], dtype=np.uint8)
+    want = net(x, backend="numpy")
+    np.testing.assert_array_equal(net(x), want)
+    np.testing.assert_array_equal(net(x.astype(np.int32)), want)
+
+
+def test_loaded_steps_are_validated(tmp_path):
+    import json
+
+    for bad in ({"op": "clip", "params": []}, {"op": "log", "params": [-1]}, {"op": "nope"}):
+        path = tmp_path / "net.json"
+        doc = {"format": "pixelmix", "version": 1, "kind": "program",
+               "steps": [bad, pm.Mixer(np.eye(2)).to_dict()]}
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ValueError):
+            pm.load(path)

@@ -14,7 +14,11 @@ Inf keep their IEEE meaning), so the result does not depend on the tile
 size, the layout or the thread count. It matches the NumPy reference to
 within the rounding of the partial sums (the reference rounds products and
 sums apart). FMA halves the arithmetic of the affine step, which dominates
-with many channels.
+with many channels. One exception to the channel order: a first affine step
+on channels-last data with many inputs and few outputs is computed as dot
+products along each pixel's channels (:func:`_affine_dots`), which is
+faster than transposing the tile; that sum is reassociated, the same way for
+every tile and thread count.
 """
 
 import numpy as np
@@ -40,8 +44,7 @@ def _load(x, a0, b0, n, channels_last, buf, lut, lut_offset, use_lut):
             s0, s1 = x[a0 + j, :, 0], x[a0 + j + 1, :, 0]
             s2, s3 = x[a0 + j + 2, :, 0], x[a0 + j + 3, :, 0]
             for c in range(C):
-                row = buf[c]
-                row[j], row[j + 1], row[j + 2], row[j + 3] = s0[c], s1[c], s2[c], s3[c]
+                buf[c, j], buf[c, j + 1], buf[c, j + 2], buf[c, j + 3] = s0[c], s1[c], s2[c], s3[c]
             j += 4
         for j in range(j, n):
             src = x[a0 + j, :, 0]
@@ -150,6 +153,35 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
                         row[j] = row[j] + w0 * cast(s0[j])
 
 
+# Channels-last first affine steps with at least this many inputs and at most
+# DOTS_MAX_OUT outputs are computed as dot products along each pixel's channels.
+DOTS_MIN_IN = 16
+DOTS_MAX_OUT = 16
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset):
+    """``dst[k, j] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for channels-last ``x``.
+
+    With many channels and few outputs, transposing the tile into the scratch
+    buffer costs more than the mixing: instead each output is a dot product
+    along the pixel's contiguous channels, vectorised over the channels. That
+    reassociates the sum ("reassoc", never the no-NaN/no-Inf flags): it is
+    still the same for every tile and thread count, but may differ in the
+    last bits from the channels-first order.
+    """
+    rows = x.reshape((x.shape[0], n_in))  # 2-D rows are contiguous for Numba
+    cast = dst.dtype.type
+    for j in range(n):
+        v = rows[a0 + j]
+        for k in range(n_out):
+            w = params[offset + k * n_in : offset + (k + 1) * n_in]
+            acc = cast(0)
+            for c in range(n_in):
+                acc += w[c] * cast(v[c])
+            dst[k, j] = params[offset + n_out * n_in + k] + acc
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _sweep(row, n, code, p0, p1):
     for j in range(n):
@@ -230,9 +262,12 @@ def run_program(
     # buffers are allocated once per group: allocating them per tile costs
     # an mmap and page faults each time once they pass malloc's threshold.
     n_groups = min(n_tiles, groups)
-    # A first affine step on channels-first data reads the image directly:
-    # no scratch copy, and the reads overlap the arithmetic.
-    direct = not channels_last and start == 0 and table[0, 0] == ew.AFFINE
+    # A first affine step reads the image directly when it can: no scratch
+    # copy, and the reads overlap the arithmetic. Channels first, always;
+    # channels last, as dot products when there are many inputs and few outputs.
+    direct = start == 0 and table[0, 0] == ew.AFFINE
+    dots = direct and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT
+    direct = direct and (dots or not channels_last)
     for g in prange(n_groups):
         # Rows padded by 16 values: with a power-of-two pitch the rows of a
         # channels-last transpose would all map to the same few L1 sets.
@@ -251,7 +286,10 @@ def run_program(
             n_bad = 0
             if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
                 n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
-            if direct:
+            if dots:
+                _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                result = _run_steps(spare, buf, n, table, params, 1)
+            elif direct:
                 _affine(x, a0, b0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
                 result = _run_steps(spare, buf, n, table, params, 1)
             else:

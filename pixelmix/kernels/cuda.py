@@ -77,16 +77,17 @@ def scratch_width(table: np.ndarray) -> int:
     return 1 << (widest - 1).bit_length()
 
 
-def first_affine_weights(table: np.ndarray, params: np.ndarray, cap: int) -> np.ndarray:
-    """The first affine step's weights, channel-major and padded to ``cap`` outputs.
+def first_affine_weights(table: np.ndarray, params: np.ndarray, cap: int, first: int) -> np.ndarray:
+    """The weights of step ``first`` (an affine step), channel-major, padded to ``cap`` outputs.
 
     ``w0[c * cap + k]`` is ``w[k, c]`` and ``w0[C * cap + k]`` the bias of
     output k; rows k >= K are zero and their results are never stored.
+    ``first`` is the first affine step the kernel runs: steps before it may
+    have gone into a lookup table, diagonal mixers included.
     """
-    rows = np.flatnonzero(table[:, 0] == ew.AFFINE)
-    if len(rows) == 0:
+    if first >= len(table):
         return np.zeros(1, dtype=params.dtype)
-    _, n_in, n_out, offset = (int(v) for v in table[rows[0]])
+    _, n_in, n_out, offset = (int(v) for v in table[first])
     w = params[offset : offset + n_out * n_in].reshape(n_out, n_in)
     bias = params[offset + n_out * n_in : offset + n_out * n_in + n_out]
     padded = np.zeros((n_in + 1, cap), dtype=params.dtype)
@@ -211,8 +212,9 @@ def program_kernel(cap: int, acc_name: str):
                     else:
                         out[a, k, b] = v
             else:
-                # Elementwise steps only: channel by channel, after a first
-                # pass that finds the pixels to blank (NaN cannot spread here).
+                # Per-channel steps only (all of them may be in the lookup
+                # table): channel by channel, after a first pass that finds
+                # the pixels to blank (NaN cannot spread here).
                 if use_nodata or check_nan:
                     for c in range(C):
                         raw = x[a, c, b]
@@ -221,7 +223,11 @@ def program_kernel(cap: int, acc_name: str):
                         if check_nan and raw != raw:
                             bad = True
                 for c in range(C):
-                    v = acc(x[a, c, b])
+                    raw = x[a, c, b]
+                    if use_lut:
+                        v = lut[c, int64(raw) + lut_offset]
+                    else:
+                        v = acc(raw)
                     for s in range(start, n_steps):
                         o = table[s, 3]
                         v = acc(_apply_op(table[s, 0], v, params[o], params[o + 1]))

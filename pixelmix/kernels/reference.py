@@ -54,7 +54,7 @@ def run_reference(
     out_dtype = np.dtype(out_dtype)
     if out_dtype.kind in "iu":
         info = np.iinfo(out_dtype)
-        fill = 0 if nodata is None else min(max(nodata, info.min), info.max)
+        fill = 0 if nodata is None else np.clip(np.rint(nodata), info.min, info.max)
         with np.errstate(invalid="ignore"):
             r = np.clip(np.rint(v), info.min, info.max)
         r[np.isnan(r)] = fill
