@@ -359,8 +359,19 @@ def _write_output(
     if compression is None:
         out = create_stack(tmp, shape=shape, dtype=out_dtype, axes=axes, **meta)
         try:
-            for index, slab in stack.iter_slabs(max_bytes):
-                mix(slab, out[index])
+            whole = stack.mapped()
+            if whole is not None and out.flags.c_contiguous:
+                # Both files map contiguously: the kernel runs from map to map,
+                # through the page cache (no private copy of either, and no slab
+                # copies: a row band of every channel is not contiguous). Pieces
+                # along the first axis, when it is not the channels, stay
+                # contiguous and give progress.
+                step = whole.shape[0] if axis == 0 else max(1, max_bytes * whole.shape[0] // max(whole.nbytes, 1))
+                for i in range(0, whole.shape[0], step):
+                    mix(whole[i : i + step], out[i : i + step])
+            else:
+                for index, slab in stack.iter_slabs(max_bytes):
+                    mix(slab, out[index])
             out.flush()
         finally:
             del out

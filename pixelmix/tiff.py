@@ -233,6 +233,16 @@ class TiffStack:
         chunks = tuple(int(c) for c in self._zarr_array().chunks)
         return (1, *chunks) if self._expanded else chunks
 
+    def mapped(self) -> np.ndarray | None:
+        """The whole image as a read-only memory map, when the file allows one.
+
+        None unless the pixel data is uncompressed, contiguous and in native
+        byte order. Reading it costs page cache, not private memory.
+        """
+        if self._memmap is None or self._memmap.dtype != self.dtype or not self._memmap.flags.c_contiguous:
+            return None
+        return self._memmap
+
     def read(self, index: tuple[slice, ...] | None = None) -> np.ndarray:
         """Read ``stack[index]`` (all of it when ``index`` is None) into memory.
 
