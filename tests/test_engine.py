@@ -256,3 +256,20 @@ def test_chunks_split_the_longest_axis(rng, monkeypatch):
     pieces = list(engine.chunks(request))
     assert len(pieces) > 1 and max(p[0].nbytes for p in pieces) <= 64 * 3 * 4 * 2
     np.testing.assert_array_equal(m(x), m(np.ascontiguousarray(x)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_few_channels_last_into_one_output(rng, dtype):
+    """RGB to gray reads the channels as strided rows: same sums as channels first, bit for bit."""
+    x = random_image(rng, (45, 67, 3), dtype)
+    if np.dtype(dtype).kind == "f":
+        x[2, 3, 1] = np.nan
+    m = pm.Mixer(rng.standard_normal((1, 3)), [0.5])
+    got = m(x)
+    first = m(np.ascontiguousarray(np.moveaxis(x, -1, 0)), channel_axis=0)
+    np.testing.assert_array_equal(got, np.moveaxis(first, 0, -1))
+    assert_affine_close(got, m(x, backend="numpy"), m, x)
+    for tile in (1, 13, 10**6):
+        np.testing.assert_array_equal(m(x, tile_size=tile), got)
+    assert np.isnan(m(x, nodata=x[4, 5, 2])[4, 5, 0])
+    np.testing.assert_array_equal(m(x, dtype=np.int16), np.rint(np.nan_to_num(got)).astype(np.int16))

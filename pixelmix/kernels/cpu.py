@@ -18,7 +18,8 @@ with many channels. One exception to the channel order: a first affine step
 on channels-last data with many inputs and few outputs is computed as dot
 products along each pixel's channels (:func:`_affine_dots`), which is
 faster than transposing the tile; that sum is reassociated, the same way for
-every tile and thread count.
+every tile and thread count. (With few channels last and one output, the
+first step reads the channels as strided rows instead, in channel order.)
 """
 
 import numpy as np
@@ -262,12 +263,20 @@ def run_program(
     # buffers are allocated once per group: allocating them per tile costs
     # an mmap and page faults each time once they pass malloc's threshold.
     n_groups = min(n_tiles, groups)
-    # A first affine step reads the image directly when it can: no scratch
-    # copy, and the reads overlap the arithmetic. Channels first, always;
-    # channels last, as dot products when there are many inputs and few outputs.
-    direct = start == 0 and table[0, 0] == ew.AFFINE
-    dots = direct and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT
-    direct = direct and (dots or not channels_last)
+    # A first affine step reads the image directly when it can (no scratch
+    # copy, and the reads overlap the arithmetic), in one of three ways:
+    # - direct: channels first, each channel's pixels are a contiguous row;
+    # - dots: channels last with many inputs and few outputs, as dot products
+    #   along each pixel's channels;
+    # - strided: channels last with few inputs and one output (RGB to gray),
+    #   each channel a strided row of the transposed view, whose lines stay in
+    #   L1 across channels (with more outputs, transposing into scratch once
+    #   is cheaper than re-reading the strided rows for each output).
+    first = start == 0 and table[0, 0] == ew.AFFINE
+    direct = first and not channels_last
+    dots = first and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT
+    strided = first and channels_last and table[0, 1] < DOTS_MIN_IN and table[0, 2] == 1
+    xt = x.transpose((2, 1, 0))  # (1, C, A): channel rows over the pixels
     for g in prange(n_groups):
         # Rows padded by 16 values: with a power-of-two pitch the rows of a
         # channels-last transpose would all map to the same few L1 sets.
@@ -281,13 +290,16 @@ def run_program(
             else:
                 a0, b0 = t // per_row, (t % per_row) * tile
                 n = min(tile, B - b0)
-            if not direct:
+            if not (direct or dots or strided):
                 _load(x, a0, b0, n, channels_last, buf[0], lut, lut_offset, use_lut)
             n_bad = 0
             if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
                 n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
             if dots:
                 _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                result = _run_steps(spare, buf, n, table, params, 1)
+            elif strided:
+                _affine(xt, 0, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
                 result = _run_steps(spare, buf, n, table, params, 1)
             elif direct:
                 _affine(x, a0, b0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
