@@ -169,12 +169,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(outdir: str | os.PathLike) -> list[Path]:
-    """Remove temporary files left in ``outdir`` by pixelmix runs that died; return them.
+def clean_stale(outdir: str | os.PathLike, *, dirs: bool = False) -> list[Path]:
+    """Remove temporaries left in ``outdir`` by pixelmix runs that died; return them.
 
-    Only files named like pixelmix's own temporaries and made by a process
-    that no longer runs are removed.
+    Only entries named like pixelmix's own temporaries and made by a process
+    that no longer runs are removed: files, or with ``dirs`` directories
+    (the temporary groups of Zarr output).
     """
+    import shutil
+
     removed = []
     try:
         entries = list(os.scandir(outdir))
@@ -182,12 +185,13 @@ def clean_stale(outdir: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
-        if m and entry.is_file() and not _pid_alive(int(m["pid"])):
-            try:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-            except OSError:
-                pass
+        if not m or not (entry.is_dir() if dirs else entry.is_file()) or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            shutil.rmtree(entry.path) if dirs else os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
     return removed
 
 

@@ -327,19 +327,9 @@ def _replace_dir(tmp: Path, dst: Path) -> None:
 
 def clean_stale_dirs(store: str | os.PathLike) -> list[Path]:
     """Remove temporary groups left in ``store`` by runs that died (see ``batch.clean_stale``)."""
-    from .batch import _TEMP_RE, _pid_alive
+    from .batch import clean_stale
 
-    removed = []
-    try:
-        entries = list(os.scandir(store))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _TEMP_RE.match(entry.name)
-        if m and entry.is_dir() and not _pid_alive(int(m["pid"])):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(Path(entry.path))
-    return removed
+    return clean_stale(store, dirs=True)
 
 
 # -- the batch -----------------------------------------------------------------------------

@@ -175,6 +175,13 @@ def test_clean_stale_removes_only_dead_owners(tmp_path):
         p.write_bytes(b"")
     assert clean_stale(tmp_path) == [stale]
     assert live.exists() and other.exists()
+    # Zarr output leaves temporary directories: the same rule, for directories only
+    group = tmp_path / f".img.pixelmix-{dead.pid}-abcd1234.tmp"
+    group.mkdir()
+    (group / "0").write_bytes(b"")
+    assert clean_stale(tmp_path) == [] and group.exists()
+    assert clean_stale(tmp_path, dirs=True) == [group] and not group.exists()
+    assert live.exists()
 
 
 def test_expand_inputs(tmp_path):

@@ -130,6 +130,13 @@ def program_kernel(cap: int, acc_name: str):
     acc = float32 if acc_name == "float32" else float64
     nan = math.nan
 
+    @cuda.jit(device=True)
+    def value(raw, c, lut, lut_offset, use_lut):
+        """Input value ``raw`` of channel ``c`` in the accumulation type, or its table entry."""
+        if use_lut:
+            return lut[c, int64(raw) + lut_offset]
+        return acc(raw)
+
     @cuda.jit
     def kernel(
         x, out, table, params, w0, shared_w0, start, first,
@@ -170,10 +177,7 @@ def program_kernel(cap: int, acc_name: str):
                     raw = x[a, c, b]
                     if use_nodata and raw == nodata:
                         bad = True
-                    if use_lut:
-                        v = lut[c, int64(raw) + lut_offset]
-                    else:
-                        v = acc(raw)
+                    v = value(raw, c, lut, lut_offset, use_lut)
                     for s in range(start, first):
                         o = table[s, 3]
                         v = acc(_apply_op(table[s, 0], v, params[o], params[o + 1]))
@@ -223,11 +227,7 @@ def program_kernel(cap: int, acc_name: str):
                         if check_nan and raw != raw:
                             bad = True
                 for c in range(C):
-                    raw = x[a, c, b]
-                    if use_lut:
-                        v = lut[c, int64(raw) + lut_offset]
-                    else:
-                        v = acc(raw)
+                    v = value(x[a, c, b], c, lut, lut_offset, use_lut)
                     for s in range(start, n_steps):
                         o = table[s, 3]
                         v = acc(_apply_op(table[s, 0], v, params[o], params[o + 1]))
