@@ -260,7 +260,7 @@ def test_chunks_split_the_longest_axis(rng, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_few_channels_last_into_one_output(rng, dtype):
-    """RGB to gray reads the channels as strided rows: same sums as channels first, bit for bit."""
+    """RGB to gray (pixel by pixel, or as strided rows with nodata): same sums as channels first, bit for bit."""
     x = random_image(rng, (45, 67, 3), dtype)
     if np.dtype(dtype).kind == "f":
         x[2, 3, 1] = np.nan
@@ -273,3 +273,42 @@ def test_few_channels_last_into_one_output(rng, dtype):
         np.testing.assert_array_equal(m(x, tile_size=tile), got)
     assert np.isnan(m(x, nodata=x[4, 5, 2])[4, 5, 0])
     np.testing.assert_array_equal(m(x, dtype=np.int16), np.rint(np.nan_to_num(got)).astype(np.int16))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, k, dtype):
+    """Three channels last into one or three, after a lookup table and before elementwise steps.
+
+    That path mixes each pixel straight from the image into the output; it
+    must give what the scratch-buffer paths give for the same program
+    channels first, bit for bit, for every tile size.
+    """
+    x = random_image(rng, (45, 67, 3), dtype)
+    if np.dtype(dtype).kind == "f":
+        x[2, 3, 1] = np.nan
+        x[4, 5, 2] = np.inf
+    else:
+        x[0, :3] = 0  # log(0) hits the floor
+    m = pm.Mixer(rng.standard_normal((k, 3)), rng.standard_normal(k))
+    first = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    programs = [
+        pm.Program([m]),
+        pm.Program([ops.log(1.0), m]),  # a lookup table for uint8
+        pm.Program([m, ops.relu(), ops.clip(-0.5, 2.0)]),
+        pm.Program([ops.log(1.0), m, ops.relu()]),
+    ]
+    for program in programs:
+        got = program.apply(x, dtype=np.float64)
+        want = program.apply(x, dtype=np.float64, backend="numpy")
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(np.moveaxis(program.apply(first, channel_axis=0, dtype=np.float64), 0, -1), got)
+        for tile in (1, 13, 10**6):
+            np.testing.assert_array_equal(program.apply(x, dtype=np.float64, tile_size=tile), got)
+        # integer output: rounded and saturated in the same pass
+        as_int = program.apply(x, dtype=np.int16)
+        np.testing.assert_array_equal(as_int, program.apply(first, channel_axis=0, dtype=np.int16).transpose(1, 2, 0))
+    finite = np.where(np.isinf(x), 0, x)  # the bound is for finite sums
+    assert_affine_close(m(finite), m(finite, backend="numpy"), m, finite)
