@@ -312,11 +312,11 @@ def _pixels_tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, 
 def _pixels_shape(table, start, channels_last, is_int, use_nodata, check_nan):
     """Whether the pixel-by-pixel path (:func:`_pixels_tile`) runs this program.
 
-    It takes channels-last images with three channels, a program whose
-    first step left (after those a lookup table replaced) is affine to one or
-    three outputs (RGB to gray or to another colour space), followed only by
-    elementwise steps, and those only for float output. Other channel counts
-    would each add an inlined copy to the compile time.
+    It takes channels-last images with three channels and programs whose
+    first remaining step (after the steps a lookup table replaced) is affine,
+    to one or three outputs (RGB to gray or to another colour space),
+    followed only by elementwise steps, and those only for float output.
+    Other channel counts would each add an inlined copy to the compile time.
     """
     if not channels_last or use_nodata or check_nan or start >= table.shape[0]:
         return False
