@@ -379,6 +379,7 @@ def _threading_layer() -> str | None:
 def _run_cpu_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> None:
     import numba
 
+    from .kernels import cpu_pixels
     from .kernels.cpu import run_program
 
     if x3.flags.writeable:
@@ -387,16 +388,24 @@ def _run_cpu_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int
         x3 = x3.view()
         x3.flags.writeable = False
     args = kernel_args(request, lut, lut_offset, start)
-    # A few groups of tiles per thread: scratch is allocated once per group.
-    args["groups"] = 4 * numba.get_num_threads()
+    pixels = cpu_pixels.takes(
+        args["table"], start, x3.shape[2] == 1, args["is_int"], args["use_nodata"], args["check_nan"]
+    )
+    if pixels:
+        # RGB-like programs on channels-last data: a kernel without scratch.
+        keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
+        kernel, args = cpu_pixels.run_pixels, {name: args[name] for name in keep}
+    else:
+        # A few groups of tiles per thread: scratch is allocated once per group.
+        kernel, args["groups"] = run_program, 4 * numba.get_num_threads()
     if _threading_layer() in (None, "workqueue"):
         # Numba's workqueue layer aborts when two threads launch parallel
         # regions at once (tbb and omp are thread-safe): serialise on it, and
         # on the first launch, which is when the layer gets chosen.
         with _launch_lock:
-            run_program(x3, out3, **args)
+            kernel(x3, out3, **args)
     else:
-        run_program(x3, out3, **args)
+        kernel(x3, out3, **args)
 
 
 def chunks(request: Request):

@@ -277,13 +277,18 @@ def test_few_channels_last_into_one_output(rng, dtype):
 
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, k, dtype):
+def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k, dtype):
     """Three channels last into one or three, after a lookup table and before elementwise steps.
 
-    That path mixes each pixel straight from the image into the output; it
-    must give what the scratch-buffer paths give for the same program
-    channels first, bit for bit, for every tile size.
+    That kernel (kernels/cpu_pixels.py) mixes each pixel straight from the
+    image into the output; it must give what the general kernel gives for
+    the same program channels first, bit for bit, for every tile size.
     """
+    from pixelmix.kernels import cpu_pixels
+
+    calls = []
+    run_pixels = cpu_pixels.run_pixels
+    monkeypatch.setattr(cpu_pixels, "run_pixels", lambda *a, **kw: calls.append(1) or run_pixels(*a, **kw))
     x = random_image(rng, (45, 67, 3), dtype)
     if np.dtype(dtype).kind == "f":
         x[2, 3, 1] = np.nan
@@ -298,8 +303,11 @@ def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, k, dtype):
         pm.Program([m, ops.relu(), ops.clip(-0.5, 2.0)]),
         pm.Program([ops.log(1.0), m, ops.relu()]),
     ]
-    for program in programs:
+    for i, program in enumerate(programs):
+        calls.clear()
         got = program.apply(x, dtype=np.float64)
+        # log on float input is computed, not looked up: then the general kernel runs
+        assert bool(calls) == (np.dtype(dtype) == np.uint8 or i in (0, 2))
         want = program.apply(x, dtype=np.float64, backend="numpy")
         finite = np.isfinite(want)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
@@ -312,3 +320,29 @@ def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, k, dtype):
         np.testing.assert_array_equal(as_int, program.apply(first, channel_axis=0, dtype=np.int16).transpose(1, 2, 0))
     finite = np.where(np.isinf(x), 0, x)  # the bound is for finite sums
     assert_affine_close(m(finite), m(finite, backend="numpy"), m, finite)
+
+
+def test_pixel_kernel_leaves_other_programs_to_the_general_one():
+    from pixelmix import engine
+    from pixelmix.kernels import cpu_pixels
+
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    m3, relu = pm.Mixer(np.ones((3, 3))), ops.relu()
+
+    def takes(steps, image, channel_axis=-1, dtype=None, nodata=None):
+        request = engine.prepare(
+            tuple(steps), image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=None, tile_size=None
+        )
+        kw = engine.kernel_args(request, np.zeros((1, 1)), 0, 0)
+        channels_last = request.axis == image.ndim - 1
+        return cpu_pixels.takes(kw["table"], 0, channels_last, kw["is_int"], kw["use_nodata"], kw["check_nan"])
+
+    assert takes([m3], rgb) and takes([m3, relu], rgb) and takes([pm.Mixer(np.ones((1, 3)))], rgb)
+    assert takes([m3], rgb, dtype=np.uint8)
+    assert not takes([m3], np.zeros((3, 4, 4), np.uint8), channel_axis=0)  # channels first
+    assert not takes([m3], rgb, nodata=0)  # missing pixels need marking
+    assert not takes([m3, relu], rgb, dtype=np.uint8)  # integer output after elementwise steps
+    assert not takes([pm.Mixer(np.ones((2, 3)))], rgb)  # two outputs: no unrolled copy
+    assert not takes([pm.Mixer(np.ones((3, 4)))], np.zeros((4, 4, 4), np.uint8))  # four channels
+    assert not takes([m3, relu, m3], rgb)  # a second mix
+    assert not takes([relu], rgb)  # no mix

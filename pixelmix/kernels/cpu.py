@@ -21,12 +21,8 @@ faster than transposing the tile; that sum is reassociated, the same way for
 every tile and thread count. (With few channels last and one output, the
 first step reads the channels as strided rows instead, in channel order.)
 
-RGB-like programs on channels-last data (three channels into one or three,
-through at most a lookup table, one affine step and elementwise steps) skip
-the scratch buffer altogether: each pixel is mixed straight from the image
-into the output (:func:`_affine_pixels`), with the same sums. Writing the
-output in one sequential pass is what makes them fast; they are bound by
-the output's first-touch page faults and memory bandwidth.
+RGB-like programs on channels-last data have a kernel of their own, with no
+scratch buffer at all: :mod:`pixelmix.kernels.cpu_pixels`.
 """
 
 import numpy as np
@@ -197,7 +193,7 @@ def _sweep(row, n, code, p0, p1):
 
 
 @njit(cache=True, nogil=True)
-def _elementwise(buf, n, channels, code, p0, p1):
+def elementwise_rows(buf, n, channels, code, p0, p1):
     for c in range(channels):
         row = buf[c]
         # The cheap steps get a loop with the opcode a constant, so the
@@ -222,12 +218,12 @@ def _run_steps(buf, spare, n, table, params, start):
             _affine(buf, 0, 0, spare[0], n, n_in, n_out, params, offset)
             buf, spare = spare, buf
         else:
-            _elementwise(buf[0], n, n_in, code, params[offset], params[offset + 1])
+            elementwise_rows(buf[0], n, n_in, code, params[offset], params[offset + 1])
     return buf
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _to_out(v, is_int, lo, hi, fill):
+def to_out(v, is_int, lo, hi, fill):
     """One result as the output stores it: rounded half to even and saturated if integer."""
     if is_int:
         return fill if v != v else min(max(np.rint(v), lo), hi)
@@ -250,82 +246,13 @@ def _store(buf, out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
         for j in range(n):
             dst = rows[a0 + j]
             for k in range(K):
-                dst[k] = _to_out(buf[k, j], is_int, lo, hi, fill)
+                dst[k] = to_out(buf[k, j], is_int, lo, hi, fill)
         return
     for k in range(K):
         row = buf[k]
         dst = out[a0, k, b0 : b0 + n]
         for j in range(n):
-            dst[j] = _to_out(row[j], is_int, lo, hi, fill)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _affine_pixels(x, out, a0, n, params, offset, C, K, lut, lut_offset, use_lut, is_int, lo, hi, fill):
-    """``out[a0 + j, k] = bias[k] + sum_c w[k, c] * x[a0 + j, c]``, straight from and into the images.
-
-    For channels-last images with few channels: no scratch buffer, no
-    transpose, each output line written once. Inlined with constant ``C``,
-    ``K`` and ``use_lut`` so the channel loops unroll and the pixel loop
-    vectorises. The terms are added in channel order, as FMAs, exactly as
-    :func:`_affine` adds them. Returns the tile's flat output values.
-    """
-    xs = x.reshape(x.size)[a0 * C : (a0 + n) * C]
-    os = out.reshape(out.size)[a0 * K : (a0 + n) * K]
-    cast = params.dtype.type
-    bias = offset + C * K
-    for j in range(n):
-        for k in range(K):
-            acc = params[bias + k]
-            for c in range(C):
-                raw = xs[j * C + c]
-                v = lut[c, np.int64(raw) + lut_offset] if use_lut else cast(raw)
-                acc = acc + params[offset + k * C + c] * v
-            os[j * K + k] = _to_out(acc, is_int, lo, hi, fill)
-    return os
-
-
-# "contract" here, not only on _affine_pixels: an inline="always" function is
-# compiled with the flags of the function it is inlined into.
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _pixels_tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill):
-    """One tile of a program that :func:`_pixels_shape` accepts, computed in place in ``out``."""
-    K, offset = table[start, 2], table[start, 3]
-    # One inlined copy per literal (channel count, table or not).
-    if K == 1 and use_lut:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, True, is_int, lo, hi, fill)
-    elif K == 1:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, False, is_int, lo, hi, fill)
-    elif use_lut:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, True, is_int, lo, hi, fill)
-    else:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, False, is_int, lo, hi, fill)
-    # Elementwise steps after the affine one run on the values just written,
-    # still in cache (only for float output, which has the working dtype).
-    if start + 1 < table.shape[0]:
-        flat = os.reshape((1, os.size))
-        for s in range(start + 1, table.shape[0]):
-            at = table[s, 3]
-            _elementwise(flat, os.size, 1, table[s, 0], params[at], params[at + 1])
-
-
-@njit(cache=True, nogil=True)
-def _pixels_shape(table, start, channels_last, is_int, use_nodata, check_nan):
-    """Whether the pixel-by-pixel path (:func:`_pixels_tile`) runs this program.
-
-    It takes channels-last images with three channels and programs whose
-    first remaining step (after the steps a lookup table replaced) is affine,
-    to one or three outputs (RGB to gray or to another colour space),
-    followed only by elementwise steps, and those only for float output.
-    Other channel counts would each add an inlined copy to the compile time.
-    """
-    if not channels_last or use_nodata or check_nan or start >= table.shape[0]:
-        return False
-    if table[start, 0] != ew.AFFINE or table[start, 1] != 3 or table[start, 2] not in (1, 3):
-        return False
-    for s in range(start + 1, table.shape[0]):
-        if table[s, 0] == ew.AFFINE or is_int:
-            return False
-    return True
+            dst[j] = to_out(row[j], is_int, lo, hi, fill)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -364,9 +291,6 @@ def run_program(
     direct = first and not channels_last
     dots = first and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT
     strided = first and channels_last and table[0, 1] < DOTS_MIN_IN and table[0, 2] == 1
-    # Before all those: RGB-like programs on channels-last data run pixel by
-    # pixel, read and written in place, with no scratch at all.
-    pixels = _pixels_shape(table, start, channels_last, is_int, use_nodata, check_nan)
     xt = x.transpose((2, 1, 0))  # (1, C, A): channel rows over the pixels
     for g in prange(n_groups):
         # Rows padded by 16 values: with a power-of-two pitch the rows of a
@@ -381,9 +305,6 @@ def run_program(
             else:
                 a0, b0 = t // per_row, (t % per_row) * tile
                 n = min(tile, B - b0)
-            if pixels:
-                _pixels_tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill)
-                continue
             if not (direct or dots or strided):
                 _load(x, a0, b0, n, channels_last, buf[0], lut, lut_offset, use_lut)
             n_bad = 0
