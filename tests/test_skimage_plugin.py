@@ -152,6 +152,13 @@ def test_ycbcr2rgb_reproduces_skimage_wraparound_on_integers(dtype, rng):
     edges = np.array([info.min, info.min + 15, info.min + 16, info.min + 127, info.min + 128, info.max])
     x = rng.choice(edges, size=(6, 6, 3)).astype(dtype)
     assert_matches(pxs.ycbcr2rgb(x), color.ycbcr2rgb(x), 2.2e-16)
+    # Channels last and contiguous, the offsets are subtracted in blocks of
+    # 2**16 pixels: an image of several blocks and a partial one, and the
+    # same data channels first (the other path).
+    big = rng.choice(edges, size=(301, 500, 3)).astype(dtype)
+    assert_matches(pxs.ycbcr2rgb(big), color.ycbcr2rgb(big), 2.2e-16)
+    first = np.moveaxis(big, -1, 0)
+    assert_matches(pxs.ycbcr2rgb(first, channel_axis=0), color.ycbcr2rgb(first, channel_axis=0), 2.2e-16)
 
 
 def test_ycbcr2rgb_integer_codes_reads_8bit_ycbcr_correctly():
