@@ -75,7 +75,8 @@ def _check_input_dtype(dtype: np.dtype) -> None:
 def output_dtype(in_dtype: np.dtype, dtype) -> np.dtype:
     """The output dtype: ``dtype`` if given, else float64 for float64 input, else float32."""
     if dtype is None:
-        return np.dtype(np.float64) if in_dtype == np.float64 else np.dtype(np.float32)
+        # Byte order aside: big-endian float64 input gives (native) float64 too.
+        return np.dtype(np.float64) if in_dtype.newbyteorder("=") == np.float64 else np.dtype(np.float32)
     try:
         out = np.dtype(dtype)
     except TypeError as exc:

@@ -224,10 +224,11 @@ def test_huge_tile_size_is_clamped_to_the_image(rng):
 
 def test_non_native_byte_order_is_read(rng):
     m = pm.Mixer(rng.standard_normal((2, 3)))
-    for dtype in (np.float32, np.uint16):
+    for dtype in (np.float32, np.float64, np.uint16):
         x = random_image(rng, (6, 7, 3), dtype)
         swapped = x.astype(x.dtype.newbyteorder(">"))
         np.testing.assert_array_equal(m(swapped), m(x))
+        assert m(swapped).dtype == m(x).dtype  # float64 stays float64 whatever its byte order
         np.testing.assert_array_equal(m(swapped, nodata=x[0, 0, 0]), m(x, nodata=x[0, 0, 0]))
 
 
@@ -275,9 +276,12 @@ def test_few_channels_last_into_one_output(rng, dtype):
     np.testing.assert_array_equal(m(x, dtype=np.int16), np.rint(np.nan_to_num(got)).astype(np.int16))
 
 
-@pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k, dtype):
+@pytest.mark.parametrize(
+    "k,dtype,shape",
+    [(1, np.uint8, (45, 67, 3)), (3, np.uint8, (45, 67, 3)), (1, np.float32, (45, 67, 3)),
+     (3, np.float32, (45, 67, 3)), (3, np.int16, (260, 260, 3))],  # a 16-bit table, signed offset
+)
+def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k, dtype, shape):
     """Three channels last into one or three, after a lookup table and before elementwise steps.
 
     That kernel (kernels/cpu_pixels.py) mixes each pixel straight from the
@@ -289,7 +293,7 @@ def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k,
     calls = []
     run_pixels = cpu_pixels.run_pixels
     monkeypatch.setattr(cpu_pixels, "run_pixels", lambda *a, **kw: calls.append(1) or run_pixels(*a, **kw))
-    x = random_image(rng, (45, 67, 3), dtype)
+    x = random_image(rng, shape, dtype)
     if np.dtype(dtype).kind == "f":
         x[2, 3, 1] = np.nan
         x[4, 5, 2] = np.inf
@@ -302,16 +306,18 @@ def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k,
         pm.Program([ops.log(1.0), m]),  # a lookup table for uint8
         pm.Program([m, ops.relu(), ops.clip(-0.5, 2.0)]),
         pm.Program([ops.log(1.0), m, ops.relu()]),
+        # a step whose multiply-add must not fuse (as it does not in the general kernel)
+        pm.Program([pm.Mixer(np.full((k, 3), 1 / 900), np.full(k, 0.25)), ops.clip(0, 1), ops.srgb_encode()]),
     ]
     for i, program in enumerate(programs):
         calls.clear()
         got = program.apply(x, dtype=np.float64)
         # log on float input is computed, not looked up: then the general kernel runs
-        assert bool(calls) == (np.dtype(dtype) == np.uint8 or i in (0, 2))
+        assert bool(calls) == (np.dtype(dtype).kind in "iu" or i not in (1, 3))
         want = program.apply(x, dtype=np.float64, backend="numpy")
         finite = np.isfinite(want)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12 * np.abs(want[finite]).max())
         np.testing.assert_array_equal(np.moveaxis(program.apply(first, channel_axis=0, dtype=np.float64), 0, -1), got)
         for tile in (1, 13, 10**6):
             np.testing.assert_array_equal(program.apply(x, dtype=np.float64, tile_size=tile), got)

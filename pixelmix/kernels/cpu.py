@@ -192,8 +192,11 @@ def _sweep(row, n, code, p0, p1):
         row[j] = _apply_op(code, row[j], p0, p1)
 
 
-@njit(cache=True, nogil=True)
+# fastmath=False said explicitly: a function without it is compiled with the
+# flags of its caller (numba#7168), and the pixel kernel's mix uses FMA.
+@njit(cache=True, nogil=True, fastmath=False)
 def elementwise_rows(buf, n, channels, code, p0, p1):
+    """Apply one elementwise step to the first ``n`` values of rows ``buf[:channels]``."""
     for c in range(channels):
         row = buf[c]
         # The cheap steps get a loop with the opcode a constant, so the
@@ -283,7 +286,8 @@ def run_program(
     # - direct: channels first, each channel's pixels are a contiguous row;
     # - dots: channels last with many inputs and few outputs, as dot products
     #   along each pixel's channels;
-    # - strided: channels last with few inputs and one output (RGB to gray),
+    # - strided: channels last with few inputs and one output (RGB to gray
+    #   with nodata; RGB-like programs otherwise take kernels/cpu_pixels.py),
     #   each channel a strided row of the transposed view, whose lines stay in
     #   L1 across channels (with more outputs, transposing into scratch once
     #   is cheaper than re-reading the strided rows for each output).

@@ -48,7 +48,7 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
 
 @njit(cache=True, nogil=True, inline="always")
 def _affine_pixels(x, out, a0, n, params, offset, C, K, lut, lut_offset, use_lut, is_int, lo, hi, fill):
-    """``out[a0 + j, k] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for j < n, in place.
+    """``out[a0 + j, k] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for j < n.
 
     Inlined with constant ``C``, ``K`` and ``use_lut``, so the channel loops
     unroll and the pixel loop vectorises. Returns the tile's output values,
@@ -71,18 +71,25 @@ def _affine_pixels(x, out, a0, n, params, offset, C, K, lut, lut_offset, use_lut
 
 # "contract" (FMA) is set here, not on _affine_pixels: an inline="always"
 # function is compiled with the flags of the function it is inlined into.
+# Those flags also reach the functions this one calls (numba#7168), so it
+# calls nothing but the mix: the elementwise steps run from _tile, without
+# FMA, exactly as in the general kernel (sRGB's a * v**p - b would fuse).
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill):
-    K, offset = table[start, 2], table[start, 3]
+def _mix(x, out, a0, n, K, offset, params, lut, lut_offset, use_lut, is_int, lo, hi, fill):
     # One inlined copy per constant (outputs, table or not).
     if K == 1 and use_lut:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, True, is_int, lo, hi, fill)
-    elif K == 1:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, False, is_int, lo, hi, fill)
-    elif use_lut:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, True, is_int, lo, hi, fill)
-    else:
-        os = _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, False, is_int, lo, hi, fill)
+        return _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, True, is_int, lo, hi, fill)
+    if K == 1:
+        return _affine_pixels(x, out, a0, n, params, offset, 3, 1, lut, lut_offset, False, is_int, lo, hi, fill)
+    if use_lut:
+        return _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, True, is_int, lo, hi, fill)
+    return _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, False, is_int, lo, hi, fill)
+
+
+@njit(cache=True, nogil=True)
+def _tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill):
+    K, offset = table[start, 2], table[start, 3]
+    os = _mix(x, out, a0, n, K, offset, params, lut, lut_offset, use_lut, is_int, lo, hi, fill)
     # The elementwise steps after the mix run on the values just written,
     # while they are still in cache.
     flat = os.reshape((1, os.size))
