@@ -6,9 +6,10 @@ elementwise steps after it: the programs of the colour conversions. The
 general kernel (:mod:`pixelmix.kernels.cpu`) transposes each tile into a
 channel-by-pixel scratch buffer and back; for three channels that
 reshuffling costs more than the mixing. Here each pixel is mixed straight
-from the image into the output, which is written once, in one sequential
-pass: the kernel is then bound by memory bandwidth and by the first-touch
-page faults of a fresh output.
+from the image into the output, in one sequential pass (elementwise steps
+after the mix rework each tile while it is in cache): the kernel is then
+bound by memory bandwidth and by the first-touch page faults of a fresh
+output.
 
 The sums are the same as the general kernel's, bit for bit: bias first,
 then ``w[k, c] * x[c]`` for c = 0, 1, 2, each as a fused multiply-add.
