@@ -179,22 +179,13 @@ def _companion(image, x, axis: int, name: str, part):
 
 def _companions(aux, parts) -> list[list]:
     """Per part, the companion images (``None`` where there is none)."""
-    per_part: list[list] = [[] for _ in parts]
+    from .sources import per_part
+
+    rows: list[list] = [[] for _ in parts]
     for name, image in aux:
-        if image is None:
-            images = [None] * len(parts)
-        elif len(parts) > 1 or isinstance(image, (list, tuple)):
-            if not isinstance(image, (list, tuple)) or len(image) != len(parts):
-                raise ValueError(
-                    f"data has {len(parts)} arrays/files, so {name} must be a list of "
-                    f"{len(parts)} images, one per array/file"
-                )
-            images = list(image)
-        else:
-            images = [image]
-        for row, img in zip(per_part, images):
+        for row, img in zip(rows, per_part(name, image, len(parts))):
             row.append((name, img))
-    return per_part
+    return rows
 
 
 def _block_statistics(block_fn, values, axis: int, aux: tuple, part: int, number: int):

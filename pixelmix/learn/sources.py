@@ -151,26 +151,32 @@ def describe(data, channel_axis=-1) -> list[Part]:
     return _parts(data, channel_axis)
 
 
+def per_part(name: str, image, n_parts: int) -> list:
+    """A companion image (mask, labels, target) as one image per part of the data.
+
+    ``None`` stands for none in every part; with several parts ``image``
+    must be a list of as many images.
+    """
+    if image is None:
+        return [None] * n_parts
+    if n_parts > 1 or _is_list(image):
+        if not _is_list(image) or len(image) != n_parts:
+            raise ValueError(
+                f"data has {n_parts} arrays/files, so {name} must be a list of "
+                f"{n_parts} images, one per array/file"
+            )
+        return list(image)
+    return [image]
+
+
 def _split_aux(aux, parts: list[Part]) -> list[list]:
     """Per part, the companion images (checked against the part's spatial shape)."""
-    per_part: list[list] = [[] for _ in parts]
+    per_part_aux: list[list] = [[] for _ in parts]
     for name, image in aux:
-        if image is None:
-            for row in per_part:
-                row.append(None)
-            continue
-        if len(parts) > 1 or _is_list(image):
-            if not _is_list(image) or len(image) != len(parts):
-                raise ValueError(
-                    f"data has {len(parts)} arrays/files, so {name} must be a list of "
-                    f"{len(parts)} images, one per array/file"
-                )
-            images = list(image)
-        else:
-            images = [image]
+        images = per_part(name, image, len(parts))
         for i, (part, img) in enumerate(zip(parts, images)):
             if img is None:
-                per_part[i].append(None)
+                per_part_aux[i].append(None)
                 continue
             if not isinstance(img, np.ndarray):
                 img = np.asarray(img)
@@ -182,8 +188,8 @@ def _split_aux(aux, parts: list[Part]) -> list[list]:
                     f"shape {part.spatial_shape} (its shape without the channel axis "
                     f"{part.channel_axis})"
                 )
-            per_part[i].append(img)
-    return per_part
+            per_part_aux[i].append(img)
+    return per_part_aux
 
 
 def slab_indices(shape: tuple[int, ...], axis: int, itemsize: int, max_bytes: int) -> Iterator[tuple]:
