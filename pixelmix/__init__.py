@@ -13,8 +13,8 @@ Examples
 """
 
 from . import ops
-from .mixer import Mixer, load, mix
-from .ops import Program
+from .mixer import Mixer, mix
+from .ops import Program, load
 from . import presets
 from .learn import fit_lda, fit_lstsq, fit_mnf, fit_pca, unmixer
 from .networks import from_torch

@@ -31,6 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from .io.read import open_stack
+from .jobs.file import process_file
+from .learn import fit_pca
+from .mixer import Mixer
+
 __all__ = ["make_samples", "sample_dir", "run_demo", "SAMPLE_FILES"]
 
 SEED = 20240611
@@ -241,11 +247,6 @@ def run_demo(out: str | os.PathLike = "pixelmix-demo", *, stream=None) -> int:
     >>> run_demo(tempfile.mkdtemp(), stream=open(os.devnull, "w"))  # doctest: +SKIP
     0
     """
-    import pixelmix as pm
-
-    from .batch import process_file
-    from .tiff import open_stack
-
     stream = sys.stdout if stream is None else stream
 
     def say(text=""):
@@ -255,7 +256,7 @@ def run_demo(out: str | os.PathLike = "pixelmix-demo", *, stream=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     data = sample_dir()
-    say(f"pixelmix {pm.__version__} demo: sample data in {data}")
+    say(f"pixelmix {__version__} demo: sample data in {data}")
 
     # 1. The hyperspectral scene.
     cube = data / "hyperspectral.ome.tif"
@@ -267,7 +268,7 @@ def run_demo(out: str | os.PathLike = "pixelmix-demo", *, stream=None) -> int:
 
     # 2. Learn: PCA, streaming over the file.
     t0 = time.perf_counter()
-    pca = pm.fit_pca([str(cube)], 3)
+    pca = fit_pca([str(cube)], 3)
     pca.save(out / "pca3.json")
     ratio = np.asarray(pca.metadata["explained_variance_ratio"])
     say(f"\n2. fit PCA on {cube.name} ({time.perf_counter() - t0:.2f} s): 3 components explain "
@@ -293,7 +294,7 @@ def run_demo(out: str | os.PathLike = "pixelmix-demo", *, stream=None) -> int:
     # 4. Unmix with the known endmembers (least squares), check against the truth;
     #    after the PCA denoiser, composed into one map (still one pass).
     endmembers = truth["endmembers"] * float(truth["scale"])  # (4, 64) in file units
-    unmix = pm.Mixer(np.linalg.pinv(endmembers.T), output_names=list(ENDMEMBERS),
+    unmix = Mixer(np.linalg.pinv(endmembers.T), output_names=list(ENDMEMBERS),
                      metadata={"method": "unmix", "endmembers": list(ENDMEMBERS)})
     abundance_file = out / "hyperspectral_abundances.ome.tif"
     errors = []
@@ -312,7 +313,7 @@ def run_demo(out: str | os.PathLike = "pixelmix-demo", *, stream=None) -> int:
     stack = data / "microscopy.ome.tif"
     spill = np.loadtxt(data / "microscopy_spillover.csv", delimiter=",")
     dyes = np.load(data / "microscopy_truth.npz")["dyes"]
-    compensate = pm.Mixer(np.linalg.inv(spill), output_names=list(DYES),
+    compensate = Mixer(np.linalg.inv(spill), output_names=list(DYES),
                           metadata={"method": "spillover compensation"})
     separated = out / "microscopy_unmixed.ome.tif"
     r = process_file(stack, separated, compensate, compression="zlib", overwrite=True)

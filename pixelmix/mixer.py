@@ -1,37 +1,24 @@
 """The Mixer: a per-pixel affine map from C input channels to K outputs.
 
-Also its functional form :func:`mix`, composition, pseudo-inverse, and the
-JSON file format read by :func:`load`.
-
-File format (version 1)
------------------------
-A UTF-8 JSON object::
-
-    {"format": "pixelmix", "version": 1, "kind": "mixer",
-     "weights": [[...], ...],        # K rows of C floats
-     "bias": [...],                  # K floats
-     "input_names": [...] or null, "output_names": [...] or null,
-     "metadata": {...}}              # any JSON object
-
-A program (:class:`pixelmix.ops.Program`) has ``"kind": "program"`` and
-``"steps"``: a list of mixer objects (as above, without the ``format`` and
-``version`` keys) and elementwise steps ``{"op": "relu", "params": []}``.
-Floats are written with Python's shortest round-trip repr, so a save/load
-round trip is exact. No pickle is involved: the files are safe to share.
+Also its functional form :func:`mix`, composition and pseudo-inverse. Its
+file format is :mod:`pixelmix.fileformat`; :func:`pixelmix.load` reads it.
+Composition with elementwise steps and programs is theirs to do
+(:mod:`pixelmix.ops` answers ``mixer @ step`` through ``__rmatmul__``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Mixer", "mix", "load", "FORMAT_VERSION"]
+from .dispatch import apply_steps
+from .fileformat import require, write_document
+from .kernels.elementwise import AFFINE
+from .lowering import Lowered
 
-FORMAT_VERSION = 1
+__all__ = ["Mixer", "mix"]
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -60,6 +47,19 @@ def _jsonable(value: Any, where: str) -> Any:
         f"metadata value {value!r} in {where} is not JSON-serialisable; use numbers, "
         f"strings, lists, dicts or NumPy arrays"
     )
+
+
+def _real(values, which: str) -> np.ndarray:
+    """``values`` as a new float64 array; complex or non-numeric values are refused."""
+    try:
+        a = np.array(values)
+    except ValueError as exc:  # ragged rows
+        raise ValueError(f"{which} must be a rectangular array of numbers ({exc})") from exc
+    if a.dtype.kind == "c":
+        raise TypeError(f"{which} are complex; a mixer needs real numbers (take .real if the imaginary parts are 0)")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{which} must be numbers, got values of type {a.dtype}")
+    return a.astype(np.float64)
 
 
 def _names(names, n: int, which: str) -> tuple[str, ...] | None:
@@ -113,7 +113,7 @@ class Mixer:
         output_names: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ):
-        w = np.array(weights, dtype=np.float64)
+        w = _real(weights, "weights")
         if w.ndim != 2 or 0 in w.shape:
             raise ValueError(
                 f"weights must be a non-empty 2-D array (K outputs, C inputs), got shape {w.shape}"
@@ -124,7 +124,7 @@ class Mixer:
         if bias is None:
             b = np.zeros(k)
         else:
-            b = np.array(bias, dtype=np.float64)
+            b = _real(bias, "bias")
             if b.ndim == 0:
                 b = np.full(k, float(b))
             if b.shape != (k,):
@@ -203,8 +203,6 @@ class Mixer:
         ndarray
             The image's shape with C replaced by K on ``channel_axis``.
         """
-        from .engine import apply_steps
-
         return apply_steps(
             (self,),
             image,
@@ -233,17 +231,7 @@ class Mixer:
                 output_names=self.output_names,
                 metadata={"method": "compose", "steps": [other.metadata, self.metadata]},
             )
-        from .ops import Elementwise, Program
-
-        if isinstance(other, (Elementwise, Program)):
-            return Program([other, self])
-        return NotImplemented
-
-    def __rmatmul__(self, other):
-        from .ops import Elementwise, Program
-
-        if isinstance(other, (Elementwise, Program)):
-            return Program([self, other])
+        # Elementwise steps and programs compose through their __rmatmul__.
         return NotImplemented
 
     def pinv(self, center=None) -> "Mixer":
@@ -319,70 +307,36 @@ class Mixer:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Mixer":
+        """The mixer described by ``d`` (as :meth:`to_dict` writes it); ValueError if malformed."""
         return cls(
-            d["weights"],
-            d["bias"],
+            require(d, "weights", list, "a mixer"),
+            require(d, "bias", list, "a mixer"),
             input_names=d.get("input_names"),
             output_names=d.get("output_names"),
             metadata=d.get("metadata"),
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the mixer to a JSON file (format above); read it with :func:`load`."""
-        write_json(path, self.to_dict())
+        """Write the mixer to a JSON file (:mod:`pixelmix.fileformat`); read it with :func:`pixelmix.load`."""
+        write_document(path, self.to_dict())
 
+    # -- the step protocol (pixelmix.lowering) ----------------------------------------
 
-def write_json(path: str | os.PathLike, body: dict[str, Any]) -> None:
-    """Write a mixer or program file atomically (temporary file, then rename)."""
-    import tempfile
+    def lower(self) -> Lowered:
+        """This map as a kernel step: AFFINE, weights row-major then the biases."""
+        w = self.weights
+        diagonal = w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w)))
+        return Lowered(AFFINE, np.concatenate([w.ravel(), self.bias]), diagonal)
 
-    path = Path(path)
-    doc = {"format": "pixelmix", "version": FORMAT_VERSION, **body}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load(path: str | os.PathLike):
-    """Read a mixer or program saved with ``save``.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> import pixelmix as pm
-    >>> m = pm.Mixer([[0.5, 0.5]], output_names=["mean"])
-    >>> path = os.path.join(tempfile.mkdtemp(), "mean.json")
-    >>> m.save(path)
-    >>> pm.load(path) == m
-    True
-    """
-    from .ops import Program
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a pixelmix file (not JSON: {exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != "pixelmix":
-        raise ValueError(f"{path} is not a pixelmix mixer file (no 'format': 'pixelmix')")
-    version = doc.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {version!r}; this pixelmix reads up to "
-            f"{FORMAT_VERSION}: upgrade pixelmix"
-        )
-    kind = doc.get("kind")
-    if kind == "mixer":
-        return Mixer.from_dict(doc)
-    if kind == "program":
-        return Program.from_dict(doc)
-    raise ValueError(f"{path} holds an unknown kind {kind!r} (expected 'mixer' or 'program')")
+    def reference(self, v: np.ndarray) -> np.ndarray:
+        """The map on channels-first values ``v`` (C, ...), in ``v.dtype``: bias, then each term in channel order."""
+        w = self.weights.astype(v.dtype)
+        acc = np.empty((self.n_outputs,) + v.shape[1:], dtype=v.dtype)
+        acc[...] = self.bias.astype(v.dtype).reshape((-1,) + (1,) * (v.ndim - 1))
+        for c in range(self.n_inputs):
+            for k in range(self.n_outputs):
+                acc[k] += w[k, c] * v[c]
+        return acc
 
 
 def mix(

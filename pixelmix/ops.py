@@ -22,12 +22,17 @@ Steps compose like functions, right to left, as ``m2 @ m1`` does for mixers::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
+from .dispatch import apply_steps
+from .fileformat import MixerFileError, read_document, require, write_document
 from .kernels import elementwise as ew
+from .lowering import Lowered
+from .mixer import Mixer
 
 __all__ = [
     "Elementwise",
@@ -41,8 +46,7 @@ __all__ = [
     "leaky_relu",
     "sigmoid",
     "tanh",
-    "compile_steps",
-    "CompiledProgram",
+    "load",
 ]
 
 
@@ -56,10 +60,17 @@ class Elementwise:
 
     name: str
     params: tuple[float, ...] = ()
+    # Elementwise steps keep whatever channels they get.
+    n_inputs = None
+    n_outputs = None
 
     @property
     def code(self) -> int:
         return _CODES[self.name]
+
+    def lower(self) -> Lowered:
+        """This step as a kernel step: its opcode and two scalar parameters."""
+        return Lowered(self.code, np.array(self.kernel_params(), dtype=np.float64), True)
 
     def kernel_params(self) -> tuple[float, float]:
         """The two scalar parameters the kernels receive for this step."""
@@ -130,8 +141,6 @@ class Elementwise:
 
 
 def _is_step(obj) -> bool:
-    from .mixer import Mixer
-
     return isinstance(obj, (Mixer, Elementwise, Program))
 
 
@@ -225,6 +234,8 @@ def _step_from_dict(d: dict[str, Any]) -> Elementwise:
     if name not in _CODES:
         raise ValueError(f"unknown elementwise step {name!r}; known: {sorted(_CODES)}")
     params = d.get("params", [])
+    if not isinstance(params, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in params):
+        raise ValueError(f"step {name!r} has bad parameters {params!r}: they must be a list of numbers")
     try:
         return globals()[name](*params)
     except TypeError as exc:
@@ -251,8 +262,6 @@ class Program:
     """
 
     def __init__(self, steps: Iterable[Any]):
-        from .mixer import Mixer
-
         flat: list[Any] = []
         for step in steps:
             if isinstance(step, Program):
@@ -311,8 +320,6 @@ class Program:
         backend: str = "auto",
     ):
         """Run the program on every pixel of ``image``; see :meth:`pixelmix.Mixer.apply`."""
-        from .engine import apply_steps
-
         return apply_steps(
             self.steps,
             image,
@@ -347,87 +354,50 @@ class Program:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Program":
-        from .mixer import Mixer
-
-        steps = [
-            Mixer.from_dict(s) if s.get("kind") == "mixer" else _step_from_dict(s)
-            for s in d["steps"]
-        ]
+        """The program described by ``d`` (as :meth:`to_dict` writes it); ValueError if malformed."""
+        steps = []
+        for i, step in enumerate(require(d, "steps", list, "a program")):
+            if not isinstance(step, dict):
+                raise ValueError(f"step {i} is not a JSON object")
+            try:
+                steps.append(_from_dict(step) if "kind" in step else _step_from_dict(step))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"step {i}: {exc}") from exc
         return cls(steps)
 
     def save(self, path) -> None:
         """Write the program to a JSON file; read it back with :func:`pixelmix.load`."""
-        from .mixer import write_json
-
-        write_json(path, self.to_dict())
+        write_document(path, self.to_dict())
 
 
-@dataclass(frozen=True)
-class CompiledProgram:
-    """A program lowered to arrays for the kernels.
+_KINDS = {"mixer": Mixer, "program": Program}
 
-    ``table`` has one row per step: ``(opcode, n_in, n_out, offset)``, where
-    ``offset`` indexes ``params``. An affine step stores its (n_out, n_in)
-    weights row-major at ``offset`` followed by its n_out biases; an
-    elementwise step stores its two scalar parameters.
+
+def _from_dict(d: dict[str, Any]):
+    kind = d.get("kind")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind {kind!r} (expected one of {', '.join(_KINDS)})")
+    return _KINDS[kind].from_dict(d)
+
+
+def load(path: str | os.PathLike):
+    """Read a mixer or program saved with ``save``.
+
+    Raises :class:`pixelmix.fileformat.MixerFileError` (a ValueError) that
+    names the file and what is wrong when it is not a readable mixer file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> import pixelmix as pm
+    >>> m = pm.Mixer([[0.5, 0.5]], output_names=["mean"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "mean.json")
+    >>> m.save(path)
+    >>> pm.load(path) == m
+    True
     """
-
-    table: np.ndarray  # (n_steps, 4) int64
-    params: np.ndarray  # float64
-    n_in: int
-    n_out: int
-    width: int  # most channels alive at any point: the scratch rows needed
-    n_per_channel: int  # leading steps that treat each channel on its own
-
-    @property
-    def has_affine(self) -> bool:
-        return bool(np.any(self.table[:, 0] == ew.AFFINE))
-
-    def first_affine(self, start: int = 0) -> int:
-        """Index of the first affine step at or after ``start`` (the step count if none)."""
-        rows = np.flatnonzero(self.table[start:, 0] == ew.AFFINE)
-        return start + int(rows[0]) if len(rows) else len(self.table)
-
-
-def _diagonal(step) -> bool:
-    """True for a mixer that scales and offsets each channel on its own."""
-    w = step.weights
-    return w.shape[0] == w.shape[1] and not np.any(w - np.diag(np.diag(w)))
-
-
-def compile_steps(steps: tuple[Any, ...], n_in: int) -> CompiledProgram:
-    """Lower ``steps`` (already validated and folded) for an input of ``n_in`` channels."""
-    rows, params = [], []
-    width = channels = n_in
-    for step in steps:
-        offset = sum(len(p) for p in params)
-        if isinstance(step, Elementwise):
-            rows.append((step.code, channels, channels, offset))
-            params.append(np.array(step.kernel_params(), dtype=np.float64))
-        else:
-            rows.append((ew.AFFINE, step.n_inputs, step.n_outputs, offset))
-            params.append(np.concatenate([step.weights.ravel(), step.bias]))
-            channels = step.n_outputs
-            width = max(width, channels)
-    # Leading steps that treat each channel on its own: elementwise steps, and
-    # diagonal mixers ahead of them. (A diagonal mixer after an elementwise
-    # step is not per-channel: its zero weights meet the other channels'
-    # values, and 0 * inf from one channel is NaN in all of them.)
-    per_channel = 0
-    seen_elementwise = False
-    for step in steps:
-        if isinstance(step, Elementwise):
-            seen_elementwise = True
-        elif seen_elementwise or not _diagonal(step):
-            break
-        per_channel += 1
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    flat = np.concatenate(params) if params else np.zeros(0)
-    return CompiledProgram(
-        table=table,
-        params=flat,
-        n_in=n_in,
-        n_out=channels,
-        width=width,
-        n_per_channel=per_channel,
-    )
+    doc = read_document(path)
+    try:
+        return _from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise MixerFileError(path, str(exc)) from exc

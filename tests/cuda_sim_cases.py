@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import pixelmix as pm
-from pixelmix import gpu, ops
-from pixelmix.engine import prepare
+from pixelmix import config, ops
+from pixelmix.backends import cuda as gpu
+from pixelmix.dispatch import prepare
 from pixelmix.kernels.cuda import simulated
 
 from .helpers import DTYPES, assert_affine_close, random_image
@@ -42,9 +43,9 @@ TRANSCENDENTAL = dict(rtol=2e-6, atol=1e-6) if SIM else dict(rtol=1e-5, atol=1e-
 @pytest.fixture(autouse=True)
 def small_launches(monkeypatch):
     """Tiny blocks, few blocks and tiny tiles: block edges, grid-stride loops, many tiles."""
-    monkeypatch.setattr(gpu, "THREADS_PER_BLOCK", 8 if SIM else 64)
-    monkeypatch.setattr(gpu, "MAX_BLOCKS", 3 if SIM else 40)
-    monkeypatch.setattr(gpu, "TILE_BYTES", 200 if SIM else 2**18)
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8 if SIM else 64)
+    monkeypatch.setattr(config, "MAX_BLOCKS", 3 if SIM else 40)
+    monkeypatch.setattr(config, "GPU_TILE_BYTES", 200 if SIM else 2**18)
 
 
 @pytest.fixture
@@ -187,7 +188,7 @@ def test_weights_from_global_memory_when_shared_is_too_small(rng, monkeypatch):
     x = random_image(rng, CF, np.uint16)
     m = _mixer(rng, CF[0], 4)
     staged = m.apply(x, channel_axis=0, backend="cuda")
-    monkeypatch.setattr(gpu, "SHARED_BYTES", 0)
+    monkeypatch.setattr(config, "SHARED_BYTES", 0)
     np.testing.assert_array_equal(m.apply(x, channel_axis=0, backend="cuda"), staged)
 
 

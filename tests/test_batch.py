@@ -1,4 +1,4 @@
-"""pixelmix.batch: one file (process_file) and many files (run_batch)."""
+"""pixelmix.jobs: one file (process_file) and many files (run_local); pixelmix.io.publish."""
 
 import json
 import os
@@ -12,14 +12,11 @@ import pytest
 import tifffile
 
 import pixelmix as pm
-from pixelmix.batch import (
-    clean_stale,
-    expand_inputs,
-    is_complete,
-    process_file,
-    run_batch,
-)
-from pixelmix.tiff import open_stack
+from pixelmix.io.publish import clean_stale
+from pixelmix.io.read import open_stack
+from pixelmix.jobs.batch import expand_inputs
+from pixelmix.jobs.batch import run_local as run_batch
+from pixelmix.jobs.file import is_complete, process_file
 
 RNG = np.random.default_rng(11)
 
@@ -233,3 +230,16 @@ def test_sigkill_then_resume(tmp_path, compression):
     assert _temporaries(outdir) == []
     expected = np.stack([a[:, 0], a[:, 1].astype(np.float32) + a[:, 2]], axis=1)
     np.testing.assert_array_equal(tifffile.imread(outdir / "in.tif"), expected)
+
+
+def test_documented_import_paths_still_work():
+    # README documents these paths; the code moved to pixelmix.io and pixelmix.jobs.
+    from pixelmix import batch, cluster, tiff
+    from pixelmix.io import read
+    from pixelmix.jobs import batch as jobs_batch
+    from pixelmix.jobs import cluster as jobs_cluster
+    from pixelmix.jobs import file
+
+    assert tiff.open_stack is read.open_stack
+    assert batch.process_file is file.process_file and batch.run_batch is jobs_batch.run_local
+    assert cluster.run_batch is jobs_cluster.run_on_cluster

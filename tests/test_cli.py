@@ -54,7 +54,7 @@ def test_info(tmp_path, capsys):
 
 
 def test_info_gpu_says_what_it_found(capsys):
-    from pixelmix.gpu import describe
+    from pixelmix.backends.cuda import describe
 
     assert main(["info", "--gpu"]) == 0
     assert capsys.readouterr().out.strip() == describe()
@@ -209,19 +209,19 @@ def test_presets_take_wavelengths_and_band_counts_from_the_inputs(tmp_path, caps
 
 
 def test_missing_codec_and_gpu_are_usage_errors(tmp_path, capsys, monkeypatch):
-    import pixelmix.tiff as tiff
+    import pixelmix.io.write as write
 
     _cube(tmp_path / "a.ome.tif")
-    monkeypatch.setattr(tiff, "_has_imagecodecs", lambda: False)
+    monkeypatch.setattr(write, "_has_imagecodecs", lambda: False)
     assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
                  str(tmp_path / "o"), "--compression", "zstd"]) == 2
     assert "pixelmix[codecs]" in capsys.readouterr().err
     # zlib needs no codec: float output is written without the floating-point predictor
     assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
                  str(tmp_path / "z"), "--compression", "zlib", "-q"]) == 0
-    import pixelmix.gpu as gpu
+    import pixelmix.backends.cuda as cuda
 
-    monkeypatch.setattr(gpu, "unusable_reason", lambda: "no device here")
+    monkeypatch.setattr(cuda, "unusable_reason", lambda: "no device here")
     assert main(["apply", str(tmp_path / "a.ome.tif"), "--matrix", "1,1,1,1,1,1", "-o",
                  str(tmp_path / "g"), "--backend", "cuda"]) == 2
     assert "no device here" in capsys.readouterr().err

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import pixelmix as pm
-from pixelmix import gpu
+from pixelmix import config
+from pixelmix.backends import cuda as gpu
 
 from .helpers import random_image
 
@@ -80,7 +81,7 @@ def test_validation_errors_come_before_the_gpu_check(no_gpu):
 
 
 def test_auto_falls_back_to_the_cpu(no_gpu, monkeypatch, rng):
-    monkeypatch.setattr(gpu, "AUTO_MIN_BYTES", 0)  # every image would be worth the GPU
+    monkeypatch.setattr(config, "AUTO_MIN_BYTES", 0)  # every image would be worth the GPU
     x = random_image(rng, (9, 8, 3), np.uint16)
     m = pm.Mixer(rng.standard_normal((2, 3)))
     np.testing.assert_array_equal(m.apply(x, backend="auto"), m.apply(x, backend="cpu"))
@@ -97,8 +98,8 @@ def test_auto_does_not_probe_for_small_images(monkeypatch, rng):
 
 
 def test_worth_it_is_a_size_threshold():
-    assert not gpu.worth_it(gpu.AUTO_MIN_BYTES - 1)
-    assert gpu.worth_it(gpu.AUTO_MIN_BYTES)
+    assert not gpu.worth_it(config.AUTO_MIN_BYTES - 1)
+    assert gpu.worth_it(config.AUTO_MIN_BYTES)
 
 
 def test_this_machine_is_probed_with_a_reason_or_found_usable():

@@ -16,7 +16,7 @@ from .helpers import random_image
 
 @pytest.fixture(scope="module")
 def client():
-    from pixelmix.cluster import connect
+    from pixelmix.jobs.cluster import connect
 
     # Two worker processes (spawned), one task each at a time.
     with connect(n_workers=2) as c:
@@ -115,8 +115,8 @@ def stacks(tmp_path_factory):
 
 
 def test_batch_of_tiff_files_on_the_cluster(client, stacks, tmp_path):
-    from pixelmix.batch import run_batch as run_here
-    from pixelmix.cluster import run_batch
+    from pixelmix.jobs.batch import run_local as run_here
+    from pixelmix.jobs.cluster import run_on_cluster as run_batch
 
     d, images = stacks
     m = pm.Mixer(np.random.default_rng(1).standard_normal((2, 3)))
@@ -136,7 +136,7 @@ def test_batch_of_tiff_files_on_the_cluster(client, stacks, tmp_path):
 
 
 def test_zarr_output_on_the_cluster(client, stacks, tmp_path):
-    from pixelmix.cluster import run_batch
+    from pixelmix.jobs.cluster import run_on_cluster as run_batch
 
     d, images = stacks
     m = pm.Mixer(np.random.default_rng(2).standard_normal((2, 3)), output_names=["u", "v"])
@@ -171,7 +171,8 @@ def test_zarr_output_on_the_cluster(client, stacks, tmp_path):
 
 
 def test_zarr_output_is_atomic_and_cleans_up_after_a_failure(stacks, tmp_path, monkeypatch):
-    from pixelmix import cluster
+    from pixelmix.io import publish
+    from pixelmix.jobs import cluster
 
     d, images = stacks
     m = pm.Mixer(np.ones((1, 3)))
@@ -182,8 +183,8 @@ def test_zarr_output_is_atomic_and_cleans_up_after_a_failure(stacks, tmp_path, m
 
     # A failure while the group is written leaves no group under the final
     # name and no temporary one (run here, in this process, without a client).
-    monkeypatch.setattr(cluster, "_replace_dir", boom)
-    summary = cluster.run_batch([d / "a.tif"], store, m, quiet=True)
+    monkeypatch.setattr(publish, "replace_dir", boom)
+    summary = cluster.run_on_cluster([d / "a.tif"], store, m, quiet=True)
     assert summary.results[0].status == "failed" and "disk full" in summary.results[0].reason
     assert sorted(n for n in os.listdir(store) if not n.startswith(".z")) == []
 

@@ -1,5 +1,7 @@
 """Fits on Dask arrays (threaded scheduler): the in-memory fits' results, from chunks."""
 
+import re
+
 import dask
 import dask.array as da
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import tifffile
 
 import pixelmix as pm
+from pixelmix.plan import dtype_problem
 
 
 def _cube(rng, shape=(40, 30, 5)):
@@ -80,3 +83,13 @@ def test_fit_errors_name_the_problem(rng):
         pm.fit_pca(dx, 2, mask=np.ones((10, 9), bool))
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         pm.fit_pca(dx[dx[:, 0, 0] > 0], 2)
+
+
+@pytest.mark.parametrize("dtype", ["float16", ">f4", "int8"])
+def test_converted_dtypes_equal_in_memory(rng, dtype):
+    x = _cube(rng)
+    x = (x - 50).astype(dtype) if dtype != "int8" else np.round((x - 50) * 10).astype(dtype)
+    with dask.config.set(scheduler="threads", num_workers=4):
+        assert pm.fit_pca(da.from_array(x, chunks=(9, 30, 5)), 3) == pm.fit_pca(x, 3)
+    with pytest.raises(TypeError, match=re.escape(dtype_problem(np.dtype(np.complex64)))):
+        pm.fit_pca(da.from_array(x.astype(np.complex64), chunks=20), 2)

@@ -25,7 +25,7 @@ def _expected_chunks(x, axis, k):
 def test_importing_and_mixing_numpy_never_imports_dask():
     code = (
         "import sys, numpy as np, pixelmix as pm\n"
-        "from pixelmix.lazy import is_dask_array\n"
+        "from pixelmix.backends.dask import is_dask_array\n"
         "x = np.ones((4, 4, 3), np.float32)\n"
         "assert not is_dask_array(x)\n"
         "pm.Mixer(np.ones((1, 3))).apply(x, backend='numpy')\n"
@@ -206,7 +206,7 @@ def test_workqueue_layer_survives_many_threads():
     assert out.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("name", ["pixelmix.lazy", "pixelmix.cluster", "pixelmix.learn.chunked"])
+@pytest.mark.parametrize("name", ["pixelmix.backends.dask", "pixelmix.cluster", "pixelmix.learn.chunked"])
 def test_docstring_examples(name):
     import doctest
     import importlib

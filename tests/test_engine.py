@@ -87,9 +87,9 @@ def test_memmap_input(rng, tmp_path):
 
 
 def test_chunked_path_covers_large_non_contiguous_images(rng, monkeypatch):
-    import pixelmix.engine as engine
+    from pixelmix import config
 
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 1000)  # force many chunks
+    monkeypatch.setattr(config, "CHUNK_BYTES", 1000)  # force many chunks
     x = random_image(rng, (30, 20, 4), np.float64)
     view = x[:, ::-1]  # negative strides
     out = np.empty((4, 20, 30)).transpose(2, 1, 0)[:, :, :2]  # non-contiguous out
@@ -197,7 +197,8 @@ def test_many_channels_last_dot_product_path(rng, dtype):
     nodata = x[5, 6, 0]
     y = m(x, nodata=nodata)
     assert np.isnan(y[5, 6]).all()
-    rounded = np.clip(np.rint(np.nan_to_num(got)), -32768, 32767).astype(np.int16)
+    # Integer output: the float64 result, rounded half to even and saturated.
+    rounded = np.clip(np.rint(np.nan_to_num(m(x, dtype=np.float64))), -32768, 32767).astype(np.int16)
     np.testing.assert_array_equal(m(x, dtype=np.int16), rounded)  # NaN pixels get 0
     net = pm.Mixer(rng.standard_normal((3, 5))) @ ops.relu() @ m
     want = net(x, dtype=np.float64, backend="numpy")
@@ -248,13 +249,14 @@ def test_integer_fill_of_nodata_rounds_half_to_even():
 
 
 def test_chunks_split_the_longest_axis(rng, monkeypatch):
-    import pixelmix.engine as engine
+    from pixelmix import config, plan
+    from pixelmix.dispatch import prepare
 
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(config, "CHUNK_BYTES", 1024)
     x = random_image(rng, (1, 64, 64, 6), np.float32)[..., ::2]  # non-contiguous, axis 0 of length 1
     m = pm.Mixer(rng.standard_normal((2, 3)))
-    request = engine.prepare((m,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    pieces = list(engine.chunks(request))
+    request = prepare((m,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    pieces = list(plan.pieces(request))
     assert len(pieces) > 1 and max(p[0].nbytes for p in pieces) <= 64 * 3 * 4 * 2
     np.testing.assert_array_equal(m(x), m(np.ascontiguousarray(x)))
 
@@ -273,7 +275,7 @@ def test_few_channels_last_into_one_output(rng, dtype):
     for tile in (1, 13, 10**6):
         np.testing.assert_array_equal(m(x, tile_size=tile), got)
     assert np.isnan(m(x, nodata=x[4, 5, 2])[4, 5, 0])
-    np.testing.assert_array_equal(m(x, dtype=np.int16), np.rint(np.nan_to_num(got)).astype(np.int16))
+    np.testing.assert_array_equal(m(x, dtype=np.int16), np.rint(np.nan_to_num(m(x, dtype=np.float64))).astype(np.int16))
 
 
 @pytest.mark.parametrize(
@@ -329,17 +331,18 @@ def test_rgb_programs_run_pixel_by_pixel_with_the_same_sums(rng, monkeypatch, k,
 
 
 def test_pixel_kernel_leaves_other_programs_to_the_general_one():
-    from pixelmix import engine
+    from pixelmix.dispatch import prepare
     from pixelmix.kernels import cpu_pixels
+    from pixelmix.lowering import kernel_args
 
     rgb = np.zeros((4, 4, 3), np.uint8)
     m3, relu = pm.Mixer(np.ones((3, 3))), ops.relu()
 
     def takes(steps, image, channel_axis=-1, dtype=None, nodata=None):
-        request = engine.prepare(
+        request = prepare(
             tuple(steps), image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=None, tile_size=None
         )
-        kw = engine.kernel_args(request, np.zeros((1, 1)), 0, 0)
+        kw = kernel_args(request, np.zeros((1, 1)), 0, 0)
         channels_last = request.axis == image.ndim - 1
         return cpu_pixels.takes(kw["table"], 0, channels_last, kw["is_int"], kw["use_nodata"], kw["check_nan"])
 

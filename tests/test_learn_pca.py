@@ -133,3 +133,64 @@ def test_errors(cube):
         pm.fit_pca(cube[:1, :1], 1)
     with pytest.raises(np.exceptions.AxisError):
         pm.fit_pca(cube, 2, channel_axis=3)
+
+
+def _converted(raw, dtype):
+    """``raw`` (normal, spread ~10) as ``dtype``, using the range that only ``dtype`` holds."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return raw.astype(dtype)
+    if dtype == np.uint32:  # above 2**31: neither int32 nor float32 holds these exactly
+        return np.round(raw * 1e5 + 3e9).astype(dtype)
+    return np.clip(np.round(raw * 8), -128, 127).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", ">f4", "uint32", "int8"])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_converted_dtypes_match_sklearn(rng, dtype, axis):
+    # Each block is converted exactly to its working type (float32, native
+    # float32, float64, int16) before the statistics kernel.
+    from sklearn.decomposition import PCA
+
+    raw = rng.normal(size=(40, 30, 4)) @ (rng.normal(size=(4, 4)) * [3, 2, 1, 0.5])
+    x = _converted(raw, dtype)
+    assert x.dtype == np.dtype(dtype)
+    pixels = x.reshape(-1, 4).astype(np.float64)
+    # "full" centres before its SVD; covariance_eigh's X'X - n mean mean' loses
+    # ~1e-7 of the variance to the uint32 values' offset of 3e9.
+    ref = PCA(3, svd_solver="full").fit(pixels)
+    m = pm.fit_pca(np.moveaxis(x, -1, axis), 3, channel_axis=axis)
+    np.testing.assert_allclose(m.metadata["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m.metadata["explained_variance"], ref.explained_variance_, rtol=1e-9)
+    np.testing.assert_allclose(m.weights, ref.components_, atol=1e-9)
+    # Blocks of any size, and the same values stored as their working type: the same mixer.
+    streamed = solve_pca(gather(x, -1, lambda b: pca_block_statistics(b.values, b.channel_axis),
+                                max_bytes=4 * 30 * x.itemsize * 3), 3)
+    np.testing.assert_allclose(streamed.weights, m.weights, atol=1e-10)
+    assert pm.fit_pca(x.astype(pm.plan.working_dtype(x.dtype)), 3) == pm.fit_pca(x, 3)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16", ">f4"])
+def test_converted_dtypes_from_tiff(tmp_path, rng, dtype):
+    import tifffile
+
+    from pixelmix.learn.source import describe
+
+    x = np.ascontiguousarray(np.moveaxis(_converted(rng.normal(size=(24, 20, 3)) * 3, dtype), -1, 0))
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, x, photometric="minisblack", byteorder=">")  # a big-endian file
+    with tifffile.TiffFile(path) as tif:
+        assert tif.byteorder == ">"
+    assert describe(str(path))[0].dtype == np.dtype(dtype).newbyteorder("=")
+    assert pm.fit_pca(str(path), 2) == pm.fit_pca(x, 2, channel_axis=0)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_, np.int64])
+def test_unfittable_dtypes_are_refused_in_one_line(cube, dtype):
+    import re
+
+    from pixelmix.plan import dtype_problem
+
+    bad = cube.astype(dtype)
+    with pytest.raises(TypeError, match=re.escape(dtype_problem(bad.dtype))):
+        pm.fit_pca(bad, 2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pixelmix.learn.sources import describe, iter_blocks, slab_indices
+from pixelmix.learn.source import describe, iter_blocks
 from pixelmix.learn.stats import GroupMoments, Moments, block_moments, merge
 
 
@@ -151,8 +151,10 @@ def test_bad_companion_images(rng):
 
 @pytest.mark.parametrize("shape,axis", [((30, 20, 4), -1), ((4, 30, 20), 0), ((3, 4, 10, 20), 1), ((50, 3), 1)])
 def test_slabs_cover_every_pixel_once(shape, axis):
+    (part,) = describe(np.zeros(shape, np.uint16), axis)
     seen = np.zeros(shape, dtype=np.int64)
-    for index in slab_indices(shape, axis % len(shape), 2, max_bytes=300):
+    for index, values in part.slabs(max_bytes=300):
+        assert values.shape == seen[index].shape and values.nbytes <= max(300, 2 * shape[axis])
         seen[index] += 1
     assert (seen == 1).all()
 

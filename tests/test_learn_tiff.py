@@ -64,3 +64,32 @@ def test_tiff_errors(stacks, tmp_path):
         pm.fit_pca(paths, 2, mask=np.ones((40, 30), bool))
     with pytest.raises(FileNotFoundError):
         pm.fit_pca(str(tmp_path / "missing.tif"), 2)
+
+
+@pytest.mark.parametrize("layout", [{}, {"tile": (16, 16), "compression": "zlib"}])
+def test_both_drivers_cut_a_file_along_one_plan(tmp_path, rng, layout):
+    # The in-memory stream reads through the io reader's own slab loop, the
+    # Dask fit along Part.plan: the same slabs, so the same blocks and numbers.
+    from pixelmix.learn.source import describe
+
+    x = rng.integers(0, 999, size=(3, 50, 40), dtype=np.uint16)
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, x, photometric="minisblack", metadata={"axes": "CYX"}, **layout)
+    (part,) = describe(str(path))
+    for max_bytes in (3000, 3 * 16 * 40 * 2, 10**6):
+        slabs = list(part.slabs(max_bytes))
+        assert [index for index, _ in slabs] == list(part.plan(max_bytes))
+        for index, values in slabs:
+            np.testing.assert_array_equal(values, x[index])
+            np.testing.assert_array_equal(part[index], x[index])
+
+
+def test_block_size_is_read_at_call_time(monkeypatch, stacks):
+    from pixelmix import config
+    from pixelmix.learn.source import iter_blocks
+
+    paths, arrays = stacks
+    assert len(list(iter_blocks(arrays[0], 0))) == 1
+    monkeypatch.setattr(config, "FIT_BLOCK_BYTES", 5 * 30 * 2 * 4)
+    assert len(list(iter_blocks(arrays[0], 0))) == 10
+    assert len(list(iter_blocks(paths[0]))) == 10

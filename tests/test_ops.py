@@ -90,49 +90,54 @@ def test_elementwise_only_program_keeps_channel_count(rng):
 @pytest.mark.parametrize("axis", [0, -1])
 def test_lookup_table_path_equals_direct_path(rng, monkeypatch, dtype, axis):
     """Integer input with leading elementwise steps runs through a lookup table."""
-    import pixelmix.engine as engine
+    from pixelmix import config
 
     shape = (3, 256, 300) if axis == 0 else (256, 300, 3)  # more values than a 16-bit table
     x = random_image(rng, shape, dtype)
     net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.log(1.0) @ ops.clip(0, 1000)
     with_table = net(x, channel_axis=axis)
-    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 0)
+    monkeypatch.setattr(config, "LUT_MAX_VALUES", 0)
     direct = net(x, channel_axis=axis)
     np.testing.assert_array_equal(with_table, direct)
     np.testing.assert_allclose(direct, net(x, channel_axis=axis, backend="numpy"), rtol=2e-6, atol=1e-5)
 
 
 def test_lookup_table_is_used(rng):
-    import pixelmix.engine as engine
+    from pixelmix.backends.cpu import run_kernel
+    from pixelmix.dispatch import prepare
+    from pixelmix.lowering import lookup_table
 
     x = random_image(rng, (32, 32, 3), np.uint8)
     net = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
-    request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    lut, offset, start = engine.lookup_table(request, engine._run_cpu_kernel)
+    request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    lut, offset, start = lookup_table(request, run_kernel)
     assert start == 1 and lut.shape == (3, 256) and offset == 0
     # no table for an image with fewer values than the table
-    small = engine.prepare(net.steps, x[:4, :4], channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    assert engine.lookup_table(small, engine._run_cpu_kernel)[2] == 0
+    small = prepare(net.steps, x[:4, :4], channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    assert lookup_table(small, run_kernel)[2] == 0
     np.testing.assert_allclose(lut[0], np.log(np.maximum(np.arange(256), 1)).astype(np.float32), rtol=1e-6)
 
 
 def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
     """A per-channel scale (e.g. 1/255) before elementwise steps goes into the table too."""
-    import pixelmix.engine as engine
+    from pixelmix import config
+    from pixelmix.backends.cpu import run_kernel
+    from pixelmix.dispatch import prepare
+    from pixelmix.lowering import lookup_table
 
     x = random_image(rng, (32, 32, 3), np.uint8)
     scale = pm.Mixer(np.diag([1 / 255, 2 / 255, 1 / 255]), [0.0, -0.5, 0.0])
     net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.srgb_decode() @ scale
-    request = engine.prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    assert engine.lookup_table(request, engine._run_cpu_kernel)[2] == 2
+    request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    assert lookup_table(request, run_kernel)[2] == 2
     with_table = net(x)
-    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 0)
+    monkeypatch.setattr(config, "LUT_MAX_VALUES", 0)
     np.testing.assert_array_equal(with_table, net(x))
     np.testing.assert_allclose(with_table, net(x, backend="numpy"), rtol=1e-5, atol=1e-6)
     # a lone mixer, diagonal or not, is mixed on the fly: no table
-    request = engine.prepare((scale,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    monkeypatch.setattr(engine, "LUT_MAX_VALUES", 2**20)
-    assert engine.lookup_table(request, engine._run_cpu_kernel)[2] == 0
+    request = prepare((scale,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    monkeypatch.setattr(config, "LUT_MAX_VALUES", 2**20)
+    assert lookup_table(request, run_kernel)[2] == 0
 
 
 def test_integer_output_of_a_program(rng):

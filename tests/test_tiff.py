@@ -1,4 +1,4 @@
-"""pixelmix.tiff: reading every TIFF layout in slabs, and writing outputs back."""
+"""pixelmix.io: reading every TIFF layout in slabs, and writing outputs back."""
 
 import json
 import math
@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from pixelmix import tiff
-from pixelmix.tiff import (
-    create_stack,
-    in_file_order,
-    open_stack,
-    page_tiles,
-    plan_slabs,
-    write_stack,
-)
+from pixelmix.io import write
+from pixelmix.io.read import open_stack
+from pixelmix.io.write import create_stack, in_file_order, page_tiles, write_stack
+from pixelmix.plan import plan_slabs
 
 RNG = np.random.default_rng(7)
 
@@ -210,7 +205,7 @@ def test_write_stack_round_trip_keeps_metadata(tmp_path):
 
 
 def test_create_stack_channels_last_and_bigtiff(tmp_path, monkeypatch):
-    monkeypatch.setattr(tiff, "BIGTIFF_ABOVE", 100)
+    monkeypatch.setattr(write, "BIGTIFF_ABOVE", 100)
     path = tmp_path / "yxs.tif"
     out = create_stack(path, shape=(10, 12, 2), dtype=np.uint16, axes="YXS", channel_names=["a", "b"],
                        provenance={"x": 1})

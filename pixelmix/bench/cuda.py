@@ -108,7 +108,8 @@ def build_cases(shape: tuple[int, int, int], k: int) -> list[Case]:
 
     import pixelmix as pm
 
-    from .. import gpu
+    from ..backends import cuda as gpu
+    from ..dispatch import prepare_device
     from ..kernels.cuda import simulated
 
     rng = np.random.default_rng(0)
@@ -123,7 +124,7 @@ def build_cases(shape: tuple[int, int, int], k: int) -> list[Case]:
 
     notes = []
     if not simulated():
-        kernel = statistics.median(gpu.kernel_seconds((m,), d_x, out=d_out, channel_axis=0, repeat=20))
+        kernel = statistics.median(gpu.kernel_seconds(*prepare_device((m,), d_x, out=d_out, channel_axis=0)[:3], repeat=20))
         copy = _device_copy_bandwidth(nbytes)
         notes.append(
             f"kernel only: {kernel * 1e3:.3f} ms, {nbytes / kernel / 1e9:.0f} GB/s = "
@@ -147,7 +148,7 @@ def build_cases(shape: tuple[int, int, int], k: int) -> list[Case]:
 
 
 def cases(quick: bool, backend: str) -> list[Case]:
-    from .. import gpu
+    from ..backends import cuda as gpu
 
     reason = gpu.unusable_reason()
     if reason is None:

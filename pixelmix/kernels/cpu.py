@@ -21,6 +21,10 @@ faster than transposing the tile; that sum is reassociated, the same way for
 every tile and thread count. (With few channels last and one output, the
 first step reads the channels as strided rows instead, in channel order.)
 
+An UNMIX step (constrained unmixing) runs on the scratch rows like a later
+affine step, never straight from the image:
+:func:`pixelmix.kernels.unmix.unmix_rows`.
+
 RGB-like programs on channels-last data have a kernel of their own, with no
 scratch buffer at all: :mod:`pixelmix.kernels.cpu_pixels`.
 """
@@ -29,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import elementwise as ew
+from .unmix import unmix_rows
 
 _apply_op = njit(inline="always", cache=True)(ew.apply_op)
 
@@ -220,6 +225,9 @@ def _run_steps(buf, spare, n, table, params, start):
         if code == ew.AFFINE:
             _affine(buf, 0, 0, spare[0], n, n_in, n_out, params, offset)
             buf, spare = spare, buf
+        elif code == ew.UNMIX:
+            unmix_rows(buf, spare[0], n, n_in, n_out, params, offset)
+            buf, spare = spare, buf
         else:
             elementwise_rows(buf[0], n, n_in, code, params[offset], params[offset + 1])
     return buf
@@ -291,6 +299,7 @@ def run_program(
     #   each channel a strided row of the transposed view, whose lines stay in
     #   L1 across channels (with more outputs, transposing into scratch once
     #   is cheaper than re-reading the strided rows for each output).
+    # (An UNMIX step first takes none of these: it reads the scratch rows.)
     first = start == 0 and table[0, 0] == ew.AFFINE
     direct = first and not channels_last
     dots = first and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT

@@ -11,6 +11,8 @@ import math
 
 # Opcodes of a compiled program (see pixelmix.ops). AFFINE is handled by the
 # kernels themselves; the others are elementwise and go through apply_op.
+# UNMIX (constrained unmixing, kernels/unmix.py) is, like AFFINE, a step that
+# mixes channels and is run by the kernels themselves: see MIXING.
 AFFINE = 0
 RELU = 1
 CLIP = 2
@@ -21,6 +23,11 @@ SRGB_DECODE = 6
 LEAKY_RELU = 7
 SIGMOID = 8
 TANH = 9
+UNMIX = 10
+
+# The opcodes that mix channels (n_in -> n_out), run by the kernels
+# themselves; every other opcode is elementwise and goes through apply_op.
+MIXING = (AFFINE, UNMIX)
 
 
 def apply_op(code, v, p0, p1):

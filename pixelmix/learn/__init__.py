@@ -13,10 +13,18 @@ lstsq      ``lstsq_block_statistics``   ``Moments.merge``   ``solve_lstsq``
 =========  ===========================  ==================  =================
 
 :func:`pixelmix.learn.stats.merge` merges any number of partial results.
-Where the data come from (arrays, memmaps, TIFF files, lists of them) is
-decided in one place, :func:`pixelmix.learn.sources.iter_blocks`.
-Importing this package compiles nothing: the Numba kernel compiles on the
-first fit, SciPy is imported by LDA only.
+
+How a fit flows, one way: ``fit_*`` (pca, mnf, lda, lstsq) builds a
+:class:`~pixelmix.learn.source.Source` (the one place that knows the kinds
+of data: arrays, memmaps, TIFF paths, Dask arrays, lists of them, with
+their masks, labels or targets; TIFF read through the io layer only) and
+hands it with its block function to :func:`pixelmix.learn.gather.gather_source`,
+which merges the blocks in memory or, for Dask data, through
+:mod:`pixelmix.learn.chunked` (map on the workers, tree-reduce); the fit's
+solve function then turns the merged statistics into a Mixer.
+Importing this package compiles nothing and imports neither SciPy nor
+Dask: the Numba kernel compiles on the first fit, SciPy is imported by the
+solve step, Dask by a Dask fit.
 """
 
 from .lda import fit_lda, lda_block_statistics, solve_lda

@@ -1,23 +1,45 @@
-"""Map a per-block statistics function over the data and merge: steps 1 and 2 of a fit.
+"""Steps 1 and 2 of a fit: map a per-block statistics function over the data, merge.
 
 Each fitting module (:mod:`~pixelmix.learn.pca`, ``mnf``, ``lda``, ``lstsq``)
 defines a block function (step 1), whose results merge (step 2), and a solve
-function (step 3). :func:`gather` runs steps 1 and 2 serially over
-:func:`pixelmix.learn.sources.iter_blocks`; a Dask or multi-process driver
-maps the same block function over its chunks and merges the results itself.
-Also the small helpers every solve function shares.
+function (step 3). :func:`gather_source` picks the driver for a
+:class:`~pixelmix.learn.source.Source`: a serial merge over
+:meth:`Source.blocks <pixelmix.learn.source.Source.blocks>` for in-memory
+data and files, or :func:`pixelmix.learn.chunked.merge_chunks` (map on
+Dask's scheduler, tree-reduce) when some part is a Dask array. Both are
+handed the block function; both read through the source.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from .sources import Part, describe, iter_blocks
+from .chunked import merge_chunks
+from .solve import check_n_components, fix_signs, input_names, symmetric_eigh
+from .source import Part, Source
 from .stats import merge
 
-__all__ = ["gather", "input_names", "fix_signs", "check_n_components", "symmetric_eigh"]
+# The solve helpers lived here; kept importable for code that imports them from gather.
+__all__ = ["gather", "gather_source", "input_names", "fix_signs", "check_n_components", "symmetric_eigh"]
+
+
+def gather_source(source: Source, block_fn: Callable[..., Any], *, max_bytes: int | None = None):
+    """Merge ``block_fn(block)`` over every block of ``source``, in memory or on Dask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pixelmix.learn.gather import gather_source
+    >>> from pixelmix.learn.source import Source
+    >>> from pixelmix.learn.stats import block_moments
+    >>> x = np.arange(24.0).reshape(6, 2, 2)
+    >>> m = gather_source(Source(x), lambda b: block_moments(b.values, b.channel_axis), max_bytes=32)
+    >>> m.count, m.mean.tolist()
+    (12, [11.0, 12.0])
+    """
+    if source.is_lazy:  # per-chunk statistics on Dask's scheduler, merged in a tree
+        return merge_chunks(source, block_fn, max_bytes=max_bytes)
+    return merge(block_fn(block) for block in source.blocks(max_bytes))
 
 
 def gather(
@@ -29,59 +51,23 @@ def gather(
     parts: list[Part] | None = None,
     max_bytes: int | None = None,
 ):
-    """Merge ``block_fn(block)`` over every block of ``data``."""
-    from .chunked import gather_chunks, has_dask_array
+    """Merge ``block_fn(block)`` over every block of ``data`` (steps 1 and 2 of a fit).
 
-    if has_dask_array(data):  # per-chunk statistics on Dask's scheduler, merged in a tree
-        return gather_chunks(data, channel_axis, block_fn, aux=aux, parts=parts, max_bytes=max_bytes)
-    parts = describe(data, channel_axis) if parts is None else parts
-    kwargs = {} if max_bytes is None else {"max_bytes": max_bytes}
-    return merge(
-        block_fn(block)
-        for block in iter_blocks(data, channel_axis, aux=aux, parts=parts, **kwargs)
-    )
+    ``gather_source(Source(data, channel_axis, aux=aux, parts=parts), block_fn)``:
+    ``data`` is anything a fit accepts, ``aux`` its companion images (see
+    :class:`~pixelmix.learn.source.Source`).
 
-
-def input_names(parts: list[Part]) -> tuple[str, ...] | None:
-    """Channel names shared by all parts (from TIFF metadata), else None."""
-    names = {p.channel_names for p in parts}
-    if len(names) == 1:
-        only = names.pop()
-        if only is not None and len(only) == parts[0].n_channels:
-            return only
-    return None
-
-
-def fix_signs(rows: np.ndarray) -> np.ndarray:
-    """+1 or -1 per row so that each row's largest-magnitude entry becomes positive.
-
-    The same rule as scikit-learn's ``svd_flip(u_based_decision=False)``.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pixelmix.learn.gather import gather
+    >>> from pixelmix.learn.stats import block_moments
+    >>> x = np.arange(24.0).reshape(6, 2, 2)
+    >>> mask = np.arange(12).reshape(6, 2) % 2 == 0
+    >>> m = gather(x, -1, lambda b: block_moments(b.values, b.channel_axis, mask=b.aux[0]),
+    ...            aux=[("mask", mask)])
+    >>> m.count, m.mean.tolist()
+    (6, [10.0, 11.0])
     """
-    idx = np.argmax(np.abs(rows), axis=1)
-    signs = np.sign(rows[np.arange(rows.shape[0]), idx])
-    signs[signs == 0] = 1.0
-    return signs
-
-
-def check_n_components(n_components, n_max: int, what: str, limit_reason: str) -> int:
-    """Validate an integer number of components against ``n_max``."""
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise TypeError(f"n_components must be an integer, got {n_components!r}")
-    if not 1 <= n_components <= n_max:
-        raise ValueError(
-            f"n_components={n_components} is out of range for {what}: it must be between 1 "
-            f"and {n_max} ({limit_reason})"
-        )
-    return int(n_components)
-
-
-def symmetric_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (decreasing) and eigenvectors (columns) of a symmetric matrix.
-
-    SciPy's LAPACK, not NumPy's: on a busy machine NumPy's multithreaded
-    OpenBLAS was seen taking 30-80 ms for a 32 x 32 eigh that SciPy does in 0.1 ms.
-    """
-    import scipy.linalg
-
-    values, vectors = scipy.linalg.eigh((matrix + matrix.T) / 2)
-    return values[::-1].copy(), vectors[:, ::-1].copy()
+    source = Source(data, channel_axis, aux=aux, parts=parts)
+    return gather_source(source, block_fn, max_bytes=max_bytes)

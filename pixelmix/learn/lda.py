@@ -22,8 +22,9 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
-from .gather import check_n_components, fix_signs, gather, input_names
-from .sources import describe
+from .gather import gather_source
+from .solve import check_n_components, fix_signs, input_names
+from .source import Source
 from .stats import GroupMoments, block_moments
 
 __all__ = ["fit_lda", "lda_block_statistics", "solve_lda"]
@@ -113,7 +114,7 @@ def fit_lda(data, labels, n_components: int | None = None, *, channel_axis: int 
 
     Parameters
     ----------
-    data : ndarray, np.memmap, str or path, or list of these
+    data : ndarray, np.memmap, str or path, dask.array.Array, or list of these
         Pixels with channels on ``channel_axis``.
     labels : ndarray of int
         The data's spatial shape (a list for list data): the class of each
@@ -141,14 +142,8 @@ def fit_lda(data, labels, n_components: int | None = None, *, channel_axis: int 
     >>> lda.output_names, lda.metadata["classes"]
     (('LD1',), [1, 2])
     """
-    parts = describe(data, channel_axis)
     if labels is None:
         raise ValueError("labels is None; pass an integer image with the data's spatial shape")
-    groups = gather(
-        data,
-        channel_axis,
-        lambda b: lda_block_statistics(b.values, b.channel_axis, b.aux[0]),
-        aux=[("labels", labels)],
-        parts=parts,
-    )
-    return solve_lda(groups, n_components, input_names=input_names(parts))
+    source = Source(data, channel_axis, aux=[("labels", labels)])
+    groups = gather_source(source, lambda b: lda_block_statistics(b.values, b.channel_axis, b.aux[0]))
+    return solve_lda(groups, n_components, input_names=input_names(source.parts))

@@ -24,8 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
-from .gather import gather, input_names
-from .sources import describe, is_path
+from .gather import gather_source
+from .solve import input_names
+from .source import Source, describe, is_path
 from .stats import Moments, block_moments
 
 __all__ = ["fit_lstsq", "lstsq_block_statistics", "solve_lstsq"]
@@ -111,7 +112,7 @@ def fit_lstsq(source, target, *, channel_axis: int = -1, mask=None, ridge: float
 
     Parameters
     ----------
-    source : ndarray, np.memmap, str or path, or list of these
+    source : ndarray, np.memmap, str or path, dask.array.Array, or list of these
         C_s channels on ``channel_axis``.
     target : ndarray or np.memmap, or list of them
         The same pixels with C_t channels on the same axis (a list matching a
@@ -172,9 +173,8 @@ def fit_lstsq(source, target, *, channel_axis: int = -1, mask=None, ridge: float
         tgt = np.moveaxis(b.aux[1], -1, b.channel_axis)
         return lstsq_block_statistics(b.values, tgt, b.channel_axis, mask=b.aux[0])
 
-    moments = gather(
-        source, channel_axis, block_fn, aux=[("mask", mask), ("target", targets)], parts=parts
-    )
+    pixels = Source(source, channel_axis, aux=[("mask", mask), ("target", targets)], parts=parts)
+    moments = gather_source(pixels, block_fn)
     if moments.count == 0:
         raise ValueError("no valid pixel pairs: all are masked out or hold NaN in source or target")
     names = [f"target{i + 1}" for i in range(n_target)]

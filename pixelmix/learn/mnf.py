@@ -28,8 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
-from .gather import check_n_components, fix_signs, gather, input_names, symmetric_eigh
-from .sources import describe, is_path
+from .gather import gather_source
+from .solve import check_n_components, fix_signs, input_names, symmetric_eigh
+from .source import Source, is_path
 from .stats import Moments, block_moments
 
 __all__ = ["fit_mnf", "mnf_block_statistics", "solve_mnf", "MNFStatistics", "NOISE_DIRECTIONS"]
@@ -168,7 +169,7 @@ def fit_mnf(
 
     Parameters
     ----------
-    data : ndarray, np.memmap, str or path, or list of these
+    data : ndarray, np.memmap, str or path, dask.array.Array, or list of these
         Pixels with channels on ``channel_axis``; rows and columns (for the
         neighbour differences) are the last two other axes.
     n_components : int
@@ -209,7 +210,8 @@ def fit_mnf(
     (('MNF1', 'MNF2'), True)
     >>> denoised = (mnf.pinv() @ mnf)(cube)
     """
-    parts = describe(data, channel_axis)
+    source = Source(data, channel_axis, aux=[("mask", mask)])
+    parts = source.parts
     n_channels = parts[0].n_channels
     noise_cov = None
     noise_image = None
@@ -229,15 +231,12 @@ def fit_mnf(
         noise_image = noise
         label = "image"
     block_noise = noise if noise_cov is None and noise_image is None else None
-    stats = gather(
-        data,
-        channel_axis,
+    stats = gather_source(
+        source,
         lambda b: mnf_block_statistics(
             b.values, b.channel_axis, noise=block_noise, mask=b.aux[0], nodata=nodata,
             sample=sample, seed=b.number,
         ),
-        aux=[("mask", mask)],
-        parts=parts,
     )
     if stats.signal.count == 0:
         raise ValueError(
@@ -245,17 +244,15 @@ def fit_mnf(
             f"({stats.signal.skipped} skipped for NaN/nodata)"
         )
     if noise_image is not None:
-        noise_parts = describe(noise_image, channel_axis)
-        if noise_parts[0].n_channels != n_channels:
+        noise_source = Source(noise_image, channel_axis)
+        if noise_source.parts[0].n_channels != n_channels:
             raise ValueError(
-                f"the noise image has {noise_parts[0].n_channels} channels but the data has "
+                f"the noise image has {noise_source.parts[0].n_channels} channels but the data has "
                 f"{n_channels}; pass noise= an image of the data's shape or a (C, C) covariance"
             )
-        noise_moments = gather(
-            noise_image,
-            channel_axis,
+        noise_moments = gather_source(
+            noise_source,
             lambda b: block_moments(b.values, b.channel_axis, nodata=nodata, sample=sample, seed=b.number),
-            parts=noise_parts,
         )
         noise_cov = noise_moments.covariance()
     return solve_mnf(

@@ -7,7 +7,7 @@ Steps (for Dask or multi-file drivers):
 2. ``Moments.merge`` (or :func:`pixelmix.learn.stats.merge`) combines them;
 3. ``solve_pca(moments, n_components, whiten=, input_names=)`` returns the Mixer.
 
-:func:`fit_pca` runs all three over an array, memmap or TIFF files.
+:func:`fit_pca` runs all three over an array, memmap, TIFF files or a Dask array.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
-from .gather import check_n_components, fix_signs, gather, input_names, symmetric_eigh
+from .gather import gather_source
+from .solve import check_n_components, fix_signs, input_names, symmetric_eigh
+from .source import Source
 from .stats import Moments, block_moments
 
 __all__ = ["fit_pca", "pca_block_statistics", "solve_pca"]
@@ -121,7 +123,7 @@ def fit_pca(
 
     Parameters
     ----------
-    data : ndarray, np.memmap, str or path, or list of these
+    data : ndarray, np.memmap, str or path, dask.array.Array, or list of these
         Pixels with channels on ``channel_axis``; TIFF files are streamed in
         slabs (their channel axis is read from the file unless given), and a
         list is fitted as one data set.
@@ -158,21 +160,16 @@ def fit_pca(
     >>> denoise(cube).shape
     (32, 32, 6)
     """
-    from .sources import describe
-
-    parts = describe(data, channel_axis)
-    moments = gather(
-        data,
-        channel_axis,
+    source = Source(data, channel_axis, aux=[("mask", mask)])
+    moments = gather_source(
+        source,
         lambda b: pca_block_statistics(
             b.values, b.channel_axis, mask=b.aux[0], nodata=nodata, sample=sample, seed=b.number
         ),
-        aux=[("mask", mask)],
-        parts=parts,
     )
     if moments.count == 0:
         raise ValueError(
             f"no valid pixels to fit: all are masked out or hold NaN/nodata "
             f"({moments.skipped} skipped for NaN/nodata)"
         )
-    return solve_pca(moments, n_components, whiten=whiten, input_names=input_names(parts))
+    return solve_pca(moments, n_components, whiten=whiten, input_names=input_names(source.parts))

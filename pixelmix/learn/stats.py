@@ -12,7 +12,9 @@ Functions
     ``channel_axis``): honours a boolean ``mask`` (True = use), skips pixels
     with NaN or a channel equal to ``nodata`` (and counts them), subsamples
     with ``sample=`` and, with ``pair=``, gathers the differences between
-    neighbouring pixels that noise estimates need.
+    neighbouring pixels that noise estimates need. Blocks of float16, int8,
+    uint32 or non-native byte order are first converted exactly to
+    :func:`pixelmix.plan.working_dtype`; complex or bool blocks are refused.
 ``Moments.merge`` / :func:`merge`
     Combine partial results.
 
@@ -30,11 +32,12 @@ variance of 0.01 keeps its covariance to ~12 digits, where the textbook
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
+
+from ..plan import dtype_problem, view3, working_dtype
 
 __all__ = ["Moments", "GroupMoments", "block_moments", "merge", "PAIRS", "parse_sample"]
 
@@ -277,10 +280,14 @@ def parse_sample(sample) -> tuple[int, float]:
 
 
 def _x3(values: np.ndarray, axis: int) -> np.ndarray:
-    """The (A, C, B) view of a block, contiguous and read-only (one kernel type per dtype)."""
-    x = np.ascontiguousarray(values)
-    x3 = x.reshape(math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
-    x3 = x3.view(np.ndarray)
+    """The (A, C, B) view of a block, contiguous, native and read-only (one kernel type per dtype).
+
+    Types the kernel is not compiled for (float16, int8, uint32, 64-bit
+    integers, any non-native byte order) are converted exactly to their
+    working type first, in the same copy that makes the block contiguous.
+    """
+    x = np.ascontiguousarray(values, dtype=working_dtype(values.dtype))
+    x3 = view3(x, axis).view(np.ndarray)
     x3.flags.writeable = False
     return x3
 
@@ -377,6 +384,9 @@ def block_moments(
     values = np.asarray(values)
     if values.ndim < 1:
         raise ValueError("a block needs at least a channel axis")
+    problem = dtype_problem(values.dtype)
+    if problem is not None:
+        raise TypeError(problem)
     axis = channel_axis % values.ndim
     spatial = values.shape[:axis] + values.shape[axis + 1:]
     stride, threshold = parse_sample(sample)

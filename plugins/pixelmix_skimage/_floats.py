@@ -24,9 +24,10 @@ import numpy as np
 
 import pixelmix as pm
 from pixelmix import ops
+from pixelmix.plan import KERNEL_DTYPES
 
-# The dtypes pixelmix's kernel reads directly (pixelmix.engine.SUPPORTED_INPUT).
-NATIVE = frozenset(np.dtype(t) for t in ("uint8", "uint16", "int16", "int32", "float32", "float64"))
+# The dtypes pixelmix's kernel reads directly.
+NATIVE = frozenset(KERNEL_DTYPES)
 # Dtypes img_as_float accepts that the kernel does not read: converted first.
 CONVERTED = frozenset(
     np.dtype(t) for t in ("bool", "int8", "uint32", "int64", "uint64", "float16")

@@ -69,7 +69,7 @@ def info():
 
 
 def _native_dtype(array) -> bool:
-    """A dtype the kernel reads in place (pixelmix.engine.SUPPORTED_INPUT)."""
+    """A dtype the kernel reads in place (pixelmix.plan.KERNEL_DTYPES; this module imports no pixelmix)."""
     dtype = array.dtype
     if dtype.char in "BHhfd":  # uint8, uint16, int16, float32, float64
         return True

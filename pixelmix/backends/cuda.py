@@ -10,13 +10,15 @@ the first time a GPU is probed or used.
   the GPU tile by tile, each tile copied into a pinned buffer, sent, mixed
   and fetched back on its own CUDA stream, so that copies in both
   directions overlap the kernel and images larger than GPU memory work.
-- :func:`apply_device` mixes an image that is already on the GPU (anything
+- :func:`run_device` mixes an image that is already on the GPU (anything
   with ``__cuda_array_interface__``: Numba device arrays, CuPy arrays,
   PyTorch CUDA tensors) where it lies; the result stays on the GPU.
 - :func:`worth_it` is the size rule that ``backend="auto"`` uses.
 
-The knobs below are read at every call and reach the kernel as launch
-parameters, never compiled in.
+Its knobs (threads per block, tile bytes, streams, shared memory, the
+``auto`` size rule) are in :mod:`pixelmix.config`, read at every call; they
+reach the kernel as launch parameters, never compiled in. Validation is not
+done here: :mod:`pixelmix.dispatch` hands in a validated request.
 """
 
 from __future__ import annotations
@@ -27,20 +29,9 @@ from functools import lru_cache
 
 import numpy as np
 
-# Threads per block of the mixing kernel.
-THREADS_PER_BLOCK = 256
-# Most blocks per launch (the threads then loop over the pixels); None: 32 per
-# multiprocessor on a GPU, one thread per pixel in the simulator.
-MAX_BLOCKS: int | None = None
-BLOCKS_PER_SM = 32
-# Input + output bytes of one streamed tile; N_STREAMS tiles are in flight.
-TILE_BYTES = 32 * 2**20
-N_STREAMS = 3
-# The first affine step's weights go to shared memory when they fit in this.
-SHARED_BYTES = 40 * 2**10
-# backend="auto" moves a host image to the GPU only from this many bytes
-# (image + result): below it, transfers and launch overhead eat the gain.
-AUTO_MIN_BYTES = 128 * 2**20
+from .. import config
+from ..lowering import kernel_args, lookup_table, no_table
+from ..plan import pieces, tiles, view3
 
 _lock = threading.Lock()
 _pinned: dict[int, np.ndarray] = {}
@@ -64,7 +55,7 @@ def _probe() -> str | None:
             f"Numba's CUDA support is not installed ({exc}); install it with "
             f"pip install 'pixelmix[cuda]' (the numba-cuda package)"
         )
-    from .kernels.cuda import simulated
+    from ..kernels.cuda import simulated
 
     if simulated():
         return None
@@ -91,7 +82,7 @@ def unusable_reason() -> str | None:
 
     Examples
     --------
-    >>> from pixelmix import gpu
+    >>> from pixelmix.backends import cuda as gpu
     >>> reason = gpu.unusable_reason()
     >>> reason is None or isinstance(reason, str)
     True
@@ -124,11 +115,11 @@ def worth_it(n_bytes: int) -> bool:
 
     Examples
     --------
-    >>> from pixelmix import gpu
+    >>> from pixelmix.backends import cuda as gpu
     >>> gpu.worth_it(3 * 512 * 512), gpu.worth_it(64 * 2048 * 2048 * 2)
     (False, True)
     """
-    return int(n_bytes) >= AUTO_MIN_BYTES
+    return int(n_bytes) >= config.AUTO_MIN_BYTES
 
 
 def describe() -> str:
@@ -136,7 +127,7 @@ def describe() -> str:
 
     Examples
     --------
-    >>> from pixelmix import gpu
+    >>> from pixelmix.backends import cuda as gpu
     >>> gpu.describe().startswith("CUDA:")
     True
     """
@@ -145,7 +136,7 @@ def describe() -> str:
         return f"CUDA: not usable: {reason}"
     from numba import cuda
 
-    from .kernels.cuda import simulated
+    from ..kernels.cuda import simulated
 
     if simulated():
         return (
@@ -192,23 +183,22 @@ class _Launch:
     def __init__(self, request, lut, lut_offset, start, threads_per_block, max_blocks):
         from numba import cuda
 
-        from .engine import kernel_args
-        from .kernels import cuda as kc
+        from ..kernels import cuda as kc
 
         args = kernel_args(request, lut, lut_offset, start)
         table, params = args["table"], args["params"]
         cap = kc.scratch_width(table)
         first = request.program.first_affine(start)
         w0 = kc.first_affine_weights(table, params, cap, first)
-        shared = w0.nbytes <= SHARED_BYTES
+        shared = w0.nbytes <= config.SHARED_BYTES
         self.kernel = kc.program_kernel(cap, request.acc_dtype.name)
         self.shared_bytes = int(w0.nbytes) if shared else 0
-        self.threads = int(threads_per_block or THREADS_PER_BLOCK)
+        self.threads = int(threads_per_block or config.THREADS_PER_BLOCK)
         if self.threads < 1:
             raise ValueError(f"threads_per_block must be positive, got {threads_per_block}")
-        max_blocks = max_blocks or MAX_BLOCKS
+        max_blocks = max_blocks or config.MAX_BLOCKS
         if max_blocks is None and not kc.simulated():
-            max_blocks = cuda.get_current_device().MULTIPROCESSOR_COUNT * BLOCKS_PER_SM
+            max_blocks = cuda.get_current_device().MULTIPROCESSOR_COUNT * config.BLOCKS_PER_SM
         self.max_blocks = max_blocks
         self.args = (
             cuda.to_device(np.ascontiguousarray(table)),
@@ -239,18 +229,6 @@ class _Launch:
         self.kernel[blocks, self.threads, stream, self.shared_bytes](d_x3, d_out3, *self.args)
 
 
-def _tiles(A: int, B: int, n_pixels: int):
-    """``(a0, a1, b0, b1)`` boxes of at most ``n_pixels`` pixels covering A x B."""
-    if B == 1 or B <= n_pixels:
-        step = max(1, n_pixels // B)
-        for a0 in range(0, A, step):
-            yield a0, min(a0 + step, A), 0, B
-    else:
-        for a in range(A):
-            for b0 in range(0, B, n_pixels):
-                yield a, a + 1, b0, min(b0 + n_pixels, B)
-
-
 def _pinned_buffer(slot: int, n: int, dtype: np.dtype) -> np.ndarray:
     """A pinned host buffer of ``n`` values, kept between calls (pinning is slow)."""
     from numba import cuda
@@ -271,10 +249,10 @@ def _stream(launch: _Launch, x3: np.ndarray, out3: np.ndarray, tile_bytes: int |
     A, C, B = x3.shape
     K = out3.shape[1]
     per_pixel = C * x3.itemsize + K * out3.itemsize
-    tile_pixels = max(1, int(tile_bytes or TILE_BYTES) // per_pixel)
-    boxes = list(_tiles(A, B, tile_pixels))
+    tile_pixels = max(1, int(tile_bytes or config.GPU_TILE_BYTES) // per_pixel)
+    boxes = list(tiles(A, B, tile_pixels))
     capacity = max((a1 - a0) * (b1 - b0) for a0, a1, b0, b1 in boxes)
-    n_slots = min(N_STREAMS, len(boxes))
+    n_slots = min(config.N_STREAMS, len(boxes))
     slots = []
     for i in range(n_slots):
         slots.append(
@@ -319,10 +297,8 @@ def _lookup(request, threads_per_block, max_blocks, tile_bytes):
     A 256-entry table per channel stays in L1; a 65536-entry one does not,
     and the GPU computes the steps faster than it gathers from L2.
     """
-    from .engine import lookup_table
-
     if request.image.dtype.itemsize != 1:
-        return np.zeros((1, 1), dtype=request.acc_dtype), 0, 0
+        return no_table(request)
 
     def run(x3, out3, sub, lut, lut_offset, start):
         _stream(_Launch(sub, lut, lut_offset, start, threads_per_block, max_blocks), x3, out3, tile_bytes)
@@ -331,19 +307,18 @@ def _lookup(request, threads_per_block, max_blocks, tile_bytes):
 
 
 def run_cuda(request, *, threads_per_block: int | None = None, max_blocks: int | None = None, tile_bytes: int | None = None) -> None:
-    """Run a validated host request (:func:`pixelmix.engine.prepare`) on the GPU.
+    """Run a validated host request (:func:`pixelmix.dispatch.prepare`) on the GPU.
 
-    The image is read in contiguous pieces (:func:`pixelmix.engine.chunks`)
+    The image is read in contiguous pieces (:func:`pixelmix.plan.pieces`)
     and each piece streamed through the GPU in tiles of about ``tile_bytes``
-    (default :data:`TILE_BYTES`), whatever the GPU's memory size.
+    (default ``config.GPU_TILE_BYTES``), whatever the GPU's memory size.
     """
     require()
-    from .engine import chunks
 
     with _lock:
         lut, lut_offset, start = _lookup(request, threads_per_block, max_blocks, tile_bytes)
         launch = _Launch(request, lut, lut_offset, start, threads_per_block, max_blocks)
-        for x3, out3, finish in chunks(request):
+        for x3, out3, finish in pieces(request):
             _stream(launch, x3, out3, tile_bytes)
             finish()
 
@@ -367,7 +342,7 @@ def _as_device(obj, what: str):
 def _overlap(d1, d2) -> bool:
     """Whether two C-contiguous device arrays share bytes (from their own extents,
     not their allocations': CuPy's pool carves many arrays out of one)."""
-    from .kernels.cuda import simulated
+    from ..kernels.cuda import simulated
 
     if simulated():
         return bool(np.shares_memory(d1._ary, d2._ary))
@@ -393,14 +368,12 @@ def _empty_like_kind(image, shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
-def _device_request(steps, image, *, channel_axis, dtype, nodata, out, tile_size):
-    """Validate a call on device arrays; return ``(request, d_x3, d_out3, result)``.
+def device_arrays(image, out):
+    """``(d_image, d_out or None)``: the C-contiguous device views of a call on GPU arrays.
 
-    Validation is the engine's: :func:`pixelmix.engine.prepare` on
-    zero-strided host stand-ins of the device arrays' shapes and dtypes.
+    Raises a clear error when only one of them is on the GPU, or when CUDA
+    cannot run here.
     """
-    from .engine import prepare, stand_in
-
     if not is_device_array(image):
         raise TypeError(
             "out is a GPU array but the image is on the host; pass both on the GPU, or "
@@ -414,16 +387,15 @@ def _device_request(steps, image, *, channel_axis, dtype, nodata, out, tile_size
     require()
     d_image = _as_device(image, "the image")
     d_out = None if out is None else _as_device(out, "out")
-    request = prepare(
-        steps,
-        stand_in(d_image.shape, d_image.dtype),
-        channel_axis=channel_axis,
-        dtype=dtype,
-        nodata=nodata,
-        out=None if d_out is None else stand_in(d_out.shape, d_out.dtype, writeable=True),
-        tile_size=tile_size,
-        allocate=lambda shape, dtype: stand_in(shape, dtype, writeable=True),
-    )
+    return d_image, d_out
+
+
+def device_views(request, image, d_image, d_out, out):
+    """``(d_x3, d_out3, result)`` for a validated request on device arrays.
+
+    ``result`` is ``out`` when given, else a new array of the image's kind
+    (CuPy for CuPy, a PyTorch tensor for a tensor, else a Numba device array).
+    """
     if d_out is None:
         result = _empty_like_kind(image, request.out.shape, request.out_dtype)
         d_out = _as_device(result, "the result")
@@ -431,66 +403,31 @@ def _device_request(steps, image, *, channel_axis, dtype, nodata, out, tile_size
         result = out
         if _overlap(d_image, d_out):
             raise ValueError("out overlaps the image; mixing in place is not supported")
-    shape, axis = d_image.shape, request.axis
-    A, B = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
-    d_x3 = d_image.reshape(A, shape[axis], B)
-    d_out3 = d_out.reshape(A, request.program.n_out, B)
-    return request, d_x3, d_out3, result
+    return view3(d_image, request.axis), view3(d_out, request.axis), result
 
 
-def apply_device(
-    steps,
-    image,
-    *,
-    channel_axis: int,
-    dtype,
-    nodata,
-    out,
-    tile_size,
-    threads_per_block: int | None = None,
-    max_blocks: int | None = None,
-):
-    """Mix a GPU-resident ``image`` in place on the device; the result stays there.
-
-    ``out``, when given, must be a C-contiguous device array too; otherwise
-    the result is a new array of the image's kind (CuPy for CuPy, a PyTorch
-    tensor for a tensor, else a Numba device array). The call returns when
-    the kernel has finished.
-    """
+def run_device(request, d_x3, d_out3, *, threads_per_block: int | None = None, max_blocks: int | None = None) -> None:
+    """Mix device arrays in place on the GPU; returns when the kernel has finished."""
     from numba import cuda
 
-    request, d_x3, d_out3, result = _device_request(
-        steps, image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out, tile_size=tile_size
-    )
     if request.image.size == 0 or request.out.size == 0:
-        return result
+        return
     with _lock:
         lut, lut_offset, start = _lookup(request, threads_per_block, max_blocks, None)
         launch = _Launch(request, lut, lut_offset, start, threads_per_block, max_blocks)
         launch(d_x3, d_out3)
         cuda.synchronize()
-    return result
 
 
-def kernel_seconds(steps, image, *, out, channel_axis: int = -1, repeat: int = 10) -> list[float]:
+def kernel_seconds(request, d_x3, d_out3, *, repeat: int = 10) -> list[float]:
     """Times of the mixing kernel alone on device arrays, from CUDA events, in seconds.
 
     For benchmarks: no validation, allocation or host work is timed, only
-    ``repeat`` launches after one warm-up launch (which compiles).
-
-    Examples
-    --------
-    >>> import numpy as np, pixelmix as pm                      # doctest: +SKIP
-    >>> from numba import cuda                                  # doctest: +SKIP
-    >>> d_x = cuda.to_device(np.ones((8, 512, 512), np.uint16))  # doctest: +SKIP
-    >>> d_y = cuda.device_array((2, 512, 512), np.float32)      # doctest: +SKIP
-    >>> t = gpu.kernel_seconds((pm.Mixer(np.ones((2, 8))),), d_x, out=d_y, channel_axis=0)  # doctest: +SKIP
+    ``repeat`` launches after one warm-up launch (which compiles). The
+    request and views come from :func:`pixelmix.dispatch.prepare_device`.
     """
     from numba import cuda
 
-    request, d_x3, d_out3, _ = _device_request(
-        tuple(steps), image, channel_axis=channel_axis, dtype=None, nodata=None, out=out, tile_size=None
-    )
     with _lock:
         lut, lut_offset, start = _lookup(request, None, None, None)
         launch = _Launch(request, lut, lut_offset, start, None, None)

@@ -2,14 +2,13 @@
 
 Every backend is tested against :func:`run_reference`. It is slow and
 allocates freely; it only has to be obviously right. It is also what
-``backend="numpy"`` runs.
+``backend="numpy"`` runs. Each step computes itself through its own
+``reference(v)`` method (see :mod:`pixelmix.lowering`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from ..ops import Elementwise
 
 
 def run_reference(
@@ -27,9 +26,21 @@ def run_reference(
     an affine step sums ``bias[k] + w[k, 0] x[0] + w[k, 1] x[1] + ...`` left
     to right. (The kernels add in the same order but fuse each multiply-add
     into one rounding, FMA, so they agree with this to within the rounding
-    of the partial sums, not bit for bit.) A pixel with NaN in any input channel, or any channel equal to
-    ``nodata``, is NaN in every output channel. Integer output rounds half to
-    even and saturates; bad pixels get ``nodata`` clipped to range, or 0.
+    of the partial sums, not bit for bit.) A pixel with NaN in any input
+    channel, or any channel equal to ``nodata``, is NaN in every output
+    channel. Integer output rounds half to even and saturates; bad pixels
+    get ``nodata`` clipped to range, or 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pixelmix as pm
+    >>> from pixelmix.backends.numpy import run_reference
+    >>> x = np.array([[1.0, 2.0], [np.nan, 0.0]])
+    >>> run_reference((pm.Mixer([[1.0, 1.0]]),), x, channel_axis=-1, out_dtype=np.float64,
+    ...               acc_dtype=np.float64, nodata=None)
+    array([[ 3.],
+           [nan]])
     """
     x = np.moveaxis(np.asarray(image), channel_axis, 0)
     bad = np.zeros(x.shape[1:], dtype=bool)
@@ -38,18 +49,8 @@ def run_reference(
     v = x.astype(acc_dtype)
     bad |= np.any(np.isnan(v), axis=0)
     for step in steps:
-        if isinstance(step, Elementwise):
-            with np.errstate(all="ignore"):
-                v = step.reference(v)
-        else:
-            w = step.weights.astype(acc_dtype)
-            acc = np.empty((step.n_outputs,) + v.shape[1:], dtype=acc_dtype)
-            acc[...] = step.bias.astype(acc_dtype).reshape((-1,) + (1,) * (v.ndim - 1))
-            with np.errstate(all="ignore"):
-                for c in range(step.n_inputs):
-                    for k in range(step.n_outputs):
-                        acc[k] += w[k, c] * v[c]
-            v = acc
+        with np.errstate(all="ignore"):
+            v = step.reference(v)
     v[:, bad] = np.nan
     out_dtype = np.dtype(out_dtype)
     if out_dtype.kind in "iu":

@@ -1,0 +1,66 @@
+"""The Numba CPU backend's driver: runs a validated request on the CPU kernels.
+
+The kernels themselves are in :mod:`pixelmix.kernels.cpu` (the general
+per-pixel program over tiles) and :mod:`pixelmix.kernels.cpu_pixels` (RGB-like
+programs on channels-last images, with no scratch). This driver picks one,
+builds the lookup table when it pays, cuts non-contiguous images into
+contiguous pieces (:func:`pixelmix.plan.pieces`), and serialises launches
+under Numba's workqueue threading layer, which is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+
+from ..kernels import cpu_pixels
+from ..kernels.cpu import run_program
+from ..lowering import kernel_args, lookup_table
+from ..plan import Request, pieces
+
+_launch_lock = threading.Lock()
+
+
+def threading_layer() -> str | None:
+    """Numba's threading layer in use, or None before the first parallel region ran."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        return None
+
+
+def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> None:
+    """Run the program of ``request`` on one contiguous (A, C, B) piece into ``out3``."""
+    if x3.flags.writeable:
+        # One read-only view type for every input: memory-mapped files are
+        # read-only, and Numba would otherwise compile a second specialisation.
+        x3 = x3.view()
+        x3.flags.writeable = False
+    args = kernel_args(request, lut, lut_offset, start)
+    pixels = cpu_pixels.takes(
+        args["table"], start, x3.shape[2] == 1, args["is_int"], args["use_nodata"], args["check_nan"]
+    )
+    if pixels:
+        # RGB-like programs on channels-last data: a kernel without scratch.
+        keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
+        kernel, args = cpu_pixels.run_pixels, {name: args[name] for name in keep}
+    else:
+        # A few groups of tiles per thread: scratch is allocated once per group.
+        kernel, args["groups"] = run_program, 4 * numba.get_num_threads()
+    if threading_layer() in (None, "workqueue"):
+        # Numba's workqueue layer aborts when two threads launch parallel
+        # regions at once (tbb and omp are thread-safe): serialise on it, and
+        # on the first launch, which is when the layer gets chosen.
+        with _launch_lock:
+            kernel(x3, out3, **args)
+    else:
+        kernel(x3, out3, **args)
+
+
+def run_cpu(request: Request) -> None:
+    """Run a validated request on the Numba CPU kernels."""
+    lut, lut_offset, start = lookup_table(request, run_kernel)
+    for x3, out3, finish in pieces(request):
+        run_kernel(x3, out3, request, lut, lut_offset, start)
+        finish()

@@ -1,0 +1,44 @@
+"""Tuning knobs, in one place, read at call time.
+
+Every value here is looked up when a call runs (``config.TILE_VALUES``, never
+``from .config import TILE_VALUES``), so a test or a user changes a knob by
+setting it on this module, and it reaches the kernels as an argument, never
+as a constant frozen into compiled code.
+
+Examples
+--------
+>>> from pixelmix import config
+>>> config.CHUNK_BYTES >= 2**20
+True
+"""
+
+# -- CPU engine ------------------------------------------------------------------
+# A chunk is the part of a non-contiguous image copied to contiguous memory at once.
+CHUNK_BYTES = 32 * 2**20
+# Scratch per tile: about this many values per buffer (512 KB of float32, in
+# L2): long runs per channel for the prefetcher.
+TILE_VALUES = 2**17
+# A per-channel lookup table replaces leading per-channel steps when it is this small.
+LUT_MAX_VALUES = 2**20
+
+# -- CUDA backend ----------------------------------------------------------------
+# Threads per block of the mixing kernel.
+THREADS_PER_BLOCK = 256
+# Most blocks per launch (the threads then loop over the pixels); None: BLOCKS_PER_SM
+# per multiprocessor on a GPU, one thread per pixel in the simulator.
+MAX_BLOCKS: int | None = None
+BLOCKS_PER_SM = 32
+# Input + output bytes of one streamed tile; N_STREAMS tiles are in flight.
+GPU_TILE_BYTES = 32 * 2**20
+N_STREAMS = 3
+# The first affine step's weights go to shared memory when they fit in this.
+SHARED_BYTES = 40 * 2**10
+# backend="auto" moves a host image to the GPU only from this many bytes
+# (image + result): below it, transfers and launch overhead eat the gain.
+AUTO_MIN_BYTES = 128 * 2**20
+
+# -- files and fits --------------------------------------------------------------
+# A slab: the part of a file read, mixed and written at once (all channels).
+SLAB_BYTES = 64 * 2**20
+# A block of a fit: the part of the data whose statistics are taken at once.
+FIT_BLOCK_BYTES = 32 * 2**20

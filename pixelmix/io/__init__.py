@@ -1,0 +1,16 @@
+"""Files in and out: TIFF reading, metadata, TIFF writing, Zarr writing, atomic publishing.
+
+- :mod:`pixelmix.io.read`: :func:`~pixelmix.io.read.open_stack`, a TIFF stack
+  read in slabs (memory-mapped or decoded one slab ahead).
+- :mod:`pixelmix.io.metadata`: channel names, wavelengths and calibration
+  from OME, ImageJ, tifffile JSON and GDAL metadata.
+- :mod:`pixelmix.io.write`: :func:`~pixelmix.io.write.create_stack` (memory-mapped)
+  and :func:`~pixelmix.io.write.write_stack` (tiled, compressed), with metadata.
+- :mod:`pixelmix.io.zarr`: Zarr / OME-Zarr image groups.
+- :mod:`pixelmix.io.publish`: temporary names, fsync and rename into place,
+  removal of the temporaries of dead runs.
+
+Of pixelmix this package imports only :mod:`pixelmix.plan` (never jobs,
+cli, learn or dispatch); tifffile, zarr and imagecodecs are imported when a
+file is opened or written, so importing pixelmix stays fast.
+"""

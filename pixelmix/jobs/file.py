@@ -1,0 +1,541 @@
+"""One input file to one output under the batch rules.
+
+- :func:`process_file` mixes a TIFF stack into a new TIFF file and
+  :func:`process_file_zarr` into a Zarr image group, slab by slab, in
+  bounded memory; the output is written under a temporary name and
+  published (:mod:`pixelmix.io.publish`) only when complete and flushed to
+  disk, so a crash or SIGKILL never leaves a partial output under the final
+  name. Errors are raised.
+- :func:`run_job` is what a batch runs for each input, here or on a cluster
+  worker: it skips an input whose output is already complete (``resume``)
+  and turns any error into a failed :class:`FileResult`, never raising.
+
+Every output records its provenance (:func:`provenance`): the program, its
+SHA-256, the source, the output dtype and the time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__, config
+from ..dispatch import BACKENDS
+from ..io import zarr as zarr_io
+from ..io.publish import published
+from ..io.read import open_stack
+from ..io.write import create_stack, in_file_order, output_layout, page_ndim, page_tiles, write_stack
+from ..ops import Program
+from ..plan import output_dtype, plan_slabs
+
+__all__ = [
+    "FileResult",
+    "process_file",
+    "process_file_zarr",
+    "run_job",
+    "is_complete",
+    "failure_reason",
+    "provenance",
+    "program_info",
+]
+
+# Provenance embeds the program only up to this many numbers (else a digest).
+_PROVENANCE_MAX_PARAMS = 100_000
+
+
+@dataclass
+class FileResult:
+    """What happened to one input."""
+
+    src: Path
+    dst: Path | None
+    status: str  # "done", "skipped" or "failed"
+    reason: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    traceback: str = ""
+
+
+def failure_reason(exc: BaseException, path=None) -> str:
+    """One line saying what went wrong (without ``path``, which the caller prints).
+
+    Examples
+    --------
+    >>> from pixelmix.jobs.file import failure_reason
+    >>> failure_reason(ValueError("a.tif is not a readable TIFF file (bad header)"), "a.tif")
+    'not a readable TIFF file (bad header)'
+    """
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    if not text or not isinstance(exc, (ValueError, TypeError, OSError, ImportError)):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if path is not None:
+        for prefix in (f"{path}: ", f"{path} is ", f"{path} "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
+    return text.splitlines()[0] if text else text
+
+
+def program_info(program) -> tuple[int | None, int | None, list[str] | None]:
+    """(n_inputs, n_outputs, output names) of a Mixer or Program.
+
+    Examples
+    --------
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import program_info
+    >>> program_info(pm.Mixer([[1.0, 0.0], [0.0, 1.0]], output_names=["a", "b"]))
+    (2, 2, ['a', 'b'])
+    """
+    names = None
+    if isinstance(program, Program):
+        for step in reversed(program.steps):
+            if hasattr(step, "output_names"):
+                names = step.output_names
+                break
+    else:
+        names = program.output_names
+    return program.n_inputs, program.n_outputs, None if names is None else list(names)
+
+
+def provenance(program, src: Path, dtype: np.dtype, nodata) -> dict[str, Any]:
+    """The record of how an output was made, JSON-ready (the program itself if not huge)."""
+    body = program.to_dict()
+    text = json.dumps(body, sort_keys=True)
+    record: dict[str, Any] = {
+        "software": f"pixelmix {__version__}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": src.name,
+        "dtype": dtype.name,
+        "nodata": nodata,
+        "program_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+    n_params = text.count(",")
+    if n_params <= _PROVENANCE_MAX_PARAMS:
+        record["program"] = body
+    return record
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` both exist and are the same file (or directory)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_complete(dst: str | os.PathLike, shape: tuple[int, ...] | None = None, dtype=None) -> bool:
+    """Whether ``dst`` is a whole, readable TIFF (of ``shape`` and ``dtype`` if given)."""
+    try:
+        with open_stack(dst) as stack:
+            if shape is not None and tuple(stack.shape) != tuple(shape):
+                return False
+            if dtype is not None and stack.dtype != np.dtype(dtype):
+                return False
+    except Exception:
+        return False
+    return True
+
+
+def _check_program(program, stack) -> None:
+    n_in = program.n_inputs
+    if n_in is not None and stack.n_channels != n_in:
+        hint = ""
+        matches = [ax for ax, n in enumerate(stack.shape) if n == n_in and ax != stack.channel_axis]
+        if matches:
+            hint = f"; pass --channel-axis {matches[0]} (channel_axis={matches[0]}) if that axis holds the channels"
+        raise ValueError(
+            f"has {stack.n_channels} channels on axis {stack.channel_axis} "
+            f"(axes {stack.axes}, shape {stack.shape}) but the mixer expects {n_in}{hint}"
+        )
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+
+
+def _output(stack, program, dtype) -> tuple[np.dtype, int, list[str] | None]:
+    """The output dtype, channel count and channel names of ``program`` on ``stack``."""
+    out_dtype = output_dtype(stack.dtype, dtype)
+    _, n_out, names = program_info(program)
+    if n_out is None:  # an elementwise program keeps the channels
+        n_out, names = stack.n_channels, stack.channel_names
+    return out_dtype, n_out, names
+
+
+def process_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    program,
+    *,
+    channel_axis: int | None = None,
+    dtype=None,
+    nodata=None,
+    compression: str | None = None,
+    backend: str = "auto",
+    tile: tuple[int, int] = (256, 256),
+    max_bytes: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], Any] | None = None,
+) -> FileResult:
+    """Mix one TIFF stack into a new TIFF file, slab by slab, atomically.
+
+    Parameters
+    ----------
+    src, dst : path-like
+        Input TIFF and output path. ``dst`` must not be ``src``.
+    program : Mixer or Program
+        Applied to every pixel (``pixelmix.load`` reads both).
+    channel_axis : int, optional
+        Overrides the channel axis read from the file's axes.
+    dtype : dtype, optional
+        Output dtype (default float32; float64 for float64 input). Integer
+        types round half to even and saturate.
+    nodata : number, optional
+        Input value marking missing pixels (see ``Mixer.apply``).
+    compression : {None, "zlib", "zstd", "lzw"}
+        None writes an uncompressed, contiguous, memory-mappable file
+        (fastest); otherwise a tiled, compressed one.
+    backend : {"auto", "cpu", "cuda", "numpy"}
+        Passed to ``apply``.
+    tile : (int, int)
+        Tile size of compressed outputs.
+    max_bytes : int, optional
+        Size of the input slabs read at once; bounds the memory used.
+        Default ``pixelmix.config.SLAB_BYTES``.
+    overwrite : bool
+        Replace an existing ``dst`` (it is replaced atomically, at the end).
+    progress : callable, optional
+        Called with the number of input bytes after each slab.
+
+    Returns
+    -------
+    FileResult
+        ``status="done"``, sizes and time. Errors are raised (a batch
+        turns them into failed results); ``dst`` is then untouched.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, tifffile
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import process_file
+    >>> d = tempfile.mkdtemp()
+    >>> tifffile.imwrite(os.path.join(d, "in.tif"), np.ones((3, 32, 32), np.uint16),
+    ...                  photometric="minisblack")
+    >>> r = process_file(os.path.join(d, "in.tif"), os.path.join(d, "out.tif"),
+    ...                  pm.Mixer([[1.0, 1.0, 1.0]]))
+    >>> r.status, tifffile.imread(os.path.join(d, "out.tif")).max()
+    ('done', np.float32(3.0))
+    """
+    _check_backend(backend)
+    if max_bytes is None:
+        max_bytes = config.SLAB_BYTES
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve() or same_file(src, dst):
+        raise ValueError(f"refusing to overwrite the input {src}: choose another output directory")
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass --resume to skip finished outputs or --overwrite")
+    t0 = time.perf_counter()
+    with open_stack(src, channel_axis=channel_axis) as stack:
+        _check_program(program, stack)
+        out_dtype, n_out, names = _output(stack, program, dtype)
+        record = provenance(program, src, out_dtype, nodata)
+        with published(dst) as tmp:
+            _write_tiff(
+                stack, tmp, program, n_out=n_out, names=names, out_dtype=out_dtype, nodata=nodata,
+                compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
+                provenance=record, progress=progress,
+            )
+        bytes_in = stack.nbytes
+    return FileResult(
+        src=src, dst=dst, status="done", bytes_in=bytes_in,
+        bytes_out=dst.stat().st_size, seconds=time.perf_counter() - t0,
+    )
+
+
+def _write_tiff(
+    stack, tmp: Path, program, *, n_out, names, out_dtype, nodata, compression, backend,
+    tile, max_bytes, provenance, progress,
+) -> None:
+    """Mix ``stack`` into the new file ``tmp`` (uncompressed memory map, or tiles)."""
+    shape, axes = output_layout(stack, n_out)
+    meta = dict(channel_names=names, provenance=provenance, calibration=stack.calibration)
+    axis = stack.channel_axis
+
+    def mix(slab, out):
+        program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata, out=out, backend=backend)
+        if progress is not None:
+            progress(slab.nbytes)
+
+    if compression is None:
+        out = create_stack(tmp, shape=shape, dtype=out_dtype, axes=axes, **meta)
+        try:
+            whole = stack.mapped()
+            if whole is not None and out.flags.c_contiguous:
+                # Both files map contiguously: the kernel runs from map to map,
+                # through the page cache (no private copy of either, and no slab
+                # copies: a row band of every channel is not contiguous). Pieces
+                # along the first axis, when it is not the channels, stay
+                # contiguous and give progress.
+                step = whole.shape[0] if axis == 0 else max(1, max_bytes * whole.shape[0] // max(whole.nbytes, 1))
+                for i in range(0, whole.shape[0], step):
+                    mix(whole[i : i + step], out[i : i + step])
+            else:
+                for index, slab in stack.iter_slabs(max_bytes):
+                    mix(slab, out[index])
+            out.flush()
+        finally:
+            del out
+        return
+
+    n_page = page_ndim(shape, axes)
+    tile = tuple(int(t) for t in tile)
+    plan = plan_slabs(stack.shape, axis, stack.dtype.itemsize, max_bytes, _tile_grain(stack, tile, n_page))
+    if in_file_order(shape, n_page, plan, tile[0]):
+        # Stream: each slab's output is cut into tiles as tifffile asks for them.
+        def tiles():
+            for index, slab in stack.iter_slabs(max_bytes):
+                out_shape = tuple(s.stop - s.start for s in index)
+                out_shape = out_shape[:axis] + (n_out,) + out_shape[axis + 1 :]
+                block = np.empty(out_shape, out_dtype)
+                mix(slab, block)
+                yield from page_tiles(block, tile, n_page)
+
+        write_stack(tmp, tiles(), shape=shape, dtype=out_dtype, axes=axes, tile=tile,
+                    compression=compression, **meta)
+        return
+
+    # The slabs cut across pages (e.g. row bands of every channel plane):
+    # mix into an uncompressed spill file first, then compress it page by page.
+    spill_path = tmp.with_suffix(".spill")
+    try:
+        spill = np.lib.format.open_memmap(spill_path, mode="w+", dtype=out_dtype, shape=shape)
+        for index, slab in stack.iter_slabs(max_bytes):
+            mix(slab, spill[index])
+        spill.flush()
+        write_stack(tmp, page_tiles(spill, tile, n_page), shape=shape, dtype=out_dtype,
+                    axes=axes, tile=tile, compression=compression, **meta)
+        del spill
+    finally:
+        if spill_path.exists():
+            spill_path.unlink()
+
+
+def _tile_grain(stack, tile, n_page) -> tuple[int, ...]:
+    """Chunk sizes for slab planning: the input's chunks, with output tile rows on Y."""
+    grain = list(stack.chunk_shape())
+    y = stack.ndim - n_page
+    if 0 <= y < stack.ndim:
+        grain[y] = int(np.lcm(max(1, grain[y]), tile[0]))
+    return tuple(grain)
+
+
+def _zarr_layout(stack, program, dtype) -> tuple[tuple[int, ...], str, np.dtype, list[str] | None]:
+    """Output shape and axes (the input's own order), dtype and channel names for a Zarr group."""
+    out_dtype, n_out, names = _output(stack, program, dtype)
+    shape, axes = output_layout(stack, n_out)
+    return shape, axes, out_dtype, names
+
+
+def process_file_zarr(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    program,
+    *,
+    channel_axis: int | None = None,
+    dtype=None,
+    nodata=None,
+    backend: str = "auto",
+    max_bytes: int | None = None,
+    overwrite: bool = False,
+) -> FileResult:
+    """Mix one TIFF stack into a Zarr image group ``dst``, atomically.
+
+    The group is written under a temporary name beside ``dst`` and renamed
+    into place when complete (so ``dst`` exists only whole), from slabs of
+    about ``max_bytes`` read by :func:`pixelmix.io.read.open_stack`; see
+    :mod:`pixelmix.io.zarr` for the layout.
+
+    Parameters
+    ----------
+    src : path-like
+        Input TIFF.
+    dst : path-like
+        The image group to create, e.g. ``out.zarr/sample``.
+    program : Mixer or Program
+    channel_axis, dtype, nodata, backend, max_bytes, overwrite
+        As for :func:`process_file`.
+
+    Returns
+    -------
+    FileResult
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, tifffile, zarr
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import process_file_zarr
+    >>> d = tempfile.mkdtemp()
+    >>> tifffile.imwrite(os.path.join(d, "in.tif"), np.ones((3, 32, 32), np.uint16), photometric="minisblack")
+    >>> r = process_file_zarr(os.path.join(d, "in.tif"), os.path.join(d, "out.zarr", "in"),
+    ...                       pm.Mixer([[1.0, 1.0, 1.0]]))
+    >>> g = zarr.open_group(os.path.join(d, "out.zarr", "in"), mode="r")
+    >>> r.status, g["0"].shape, [a["name"] for a in g.attrs["multiscales"][0]["axes"]]
+    ('done', (1, 32, 32), ['c', 'y', 'x'])
+    """
+    _check_backend(backend)
+    src, dst = Path(src), Path(dst)
+    if same_file(src, dst) or src.resolve() == dst.resolve():
+        raise ValueError(f"refusing to overwrite the input {src}: choose another output")
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass --resume to skip finished outputs or --overwrite")
+    t0 = time.perf_counter()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open_stack(src, channel_axis=channel_axis) as stack:
+        _check_program(program, stack)
+        shape, axes, out_dtype, names = _zarr_layout(stack, program, dtype)
+        axis = stack.channel_axis
+        with published(dst, directory=True) as tmp:
+            image = zarr_io.ZarrImage(
+                tmp, shape=shape, dtype=out_dtype, axes=axes, channel_axis=axis, channel_names=names,
+                calibration=stack.calibration, provenance=provenance(program, src, out_dtype, nodata),
+                name=dst.name,
+            )
+            for index, slab in stack.iter_slabs(max_bytes or config.SLAB_BYTES):
+                image.write(index, program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata,
+                                                 backend=backend))
+        bytes_in = stack.nbytes
+    return FileResult(
+        src=src, dst=dst, status="done", bytes_in=bytes_in, bytes_out=zarr_io.dir_size(dst),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _tiff_resumable(src: Path, dst: Path, program, options) -> bool:
+    """Whether ``dst`` already holds the complete TIFF output for ``src``."""
+    try:
+        with open_stack(src, options.get("channel_axis")) as stack:
+            n_out = program.n_outputs or stack.n_channels
+            shape, _ = output_layout(stack, n_out)
+            dtype = output_dtype(stack.dtype, options.get("dtype"))
+    except Exception:
+        return False
+    return is_complete(dst, shape, dtype)
+
+
+def _tiff_job(src, dst, program, *, resume, overwrite, debug, options, bar, size) -> FileResult:
+    seen = 0
+    total_pixels = [0]
+
+    def progress(nbytes):
+        nonlocal seen
+        total_pixels[0] += nbytes
+        # the bar counts file bytes; advance it in proportion to pixels mixed
+        step = int(size * total_pixels[0] / max(expected[0], 1)) - seen
+        if step > 0:
+            bar.update(step)
+            seen += step
+
+    expected = [1]
+    try:
+        if dst.exists() and resume and _tiff_resumable(src, dst, program, options):
+            return FileResult(src, dst, "skipped", "output already complete")
+        with open_stack(src, options.get("channel_axis")) as stack:
+            expected[0] = stack.nbytes
+        return process_file(src, dst, program, overwrite=overwrite or resume,
+                            progress=None if bar is None else progress, **options)
+    except Exception as exc:
+        reason = failure_reason(exc, src)
+        return FileResult(
+            src, dst, "failed", reason,
+            traceback=traceback.format_exc() if debug else "",
+        )
+    finally:
+        if bar is not None and size - seen > 0:
+            bar.update(size - seen)
+
+
+def _zarr_job(src: Path, dst: Path, program, *, resume, overwrite, debug, options) -> FileResult:
+    try:
+        if dst.exists() and resume:
+            with open_stack(src, options.get("channel_axis")) as stack:
+                shape, axes, out_dtype, _ = _zarr_layout(stack, program, options.get("dtype"))
+                stored = zarr_io.stored_shape(shape, axes, stack.channel_axis)
+            if zarr_io.is_complete(dst, stored, out_dtype):
+                return FileResult(src, dst, "skipped", "output already complete")
+        return process_file_zarr(src, dst, program, overwrite=overwrite or resume, **options)
+    except Exception as exc:
+        return FileResult(
+            src, dst, "failed", failure_reason(exc, src), traceback=traceback.format_exc() if debug else ""
+        )
+
+
+def run_job(
+    src: Path,
+    dst: Path,
+    program,
+    *,
+    zarr: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    debug: bool = False,
+    options: dict[str, Any] | None = None,
+    bar=None,
+    size: int = 0,
+) -> FileResult:
+    """One input of a batch: skipped if its output is complete, else processed; never raises.
+
+    Parameters
+    ----------
+    src, dst : pathlib.Path
+        The input and its output (a TIFF file, or with ``zarr`` an image group).
+    program : Mixer or Program
+    zarr : bool
+        Write a Zarr image group (:func:`process_file_zarr`) instead of a TIFF.
+    resume : bool
+        Skip the input when ``dst`` already holds its complete output; redo
+        (replace) it otherwise.
+    overwrite : bool
+        Replace an existing ``dst``.
+    debug : bool
+        Keep the traceback of a failure in the result.
+    options : dict, optional
+        Passed to :func:`process_file` or :func:`process_file_zarr`.
+    bar : tqdm-like, optional
+        Advanced by ``size`` in all, in proportion to the pixels mixed (TIFF output).
+    size : int
+        The input's share of ``bar``.
+
+    Returns
+    -------
+    FileResult
+        ``"done"``, ``"skipped"``, or ``"failed"`` with a one-line reason.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import run_job
+    >>> r = run_job(Path("no-such.tif"), Path("out.tif"), pm.Mixer([[1.0]]))
+    >>> r.status, r.reason
+    ('failed', 'no such file')
+    """
+    options = options or {}
+    if zarr:
+        return _zarr_job(src, dst, program, resume=resume, overwrite=overwrite, debug=debug, options=options)
+    return _tiff_job(src, dst, program, resume=resume, overwrite=overwrite, debug=debug, options=options,
+                     bar=bar, size=size)

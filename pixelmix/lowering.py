@@ -1,0 +1,174 @@
+"""Lowering: a sequence of steps becomes the tables the kernels run.
+
+A step is any object with this small protocol (Mixer, the elementwise steps
+of :mod:`pixelmix.ops`, constrained unmixers):
+
+- ``n_inputs`` / ``n_outputs``: channel counts, None for an elementwise step
+  (it keeps whatever channels it gets);
+- ``lower() -> Lowered``: its opcode, its flat float64 parameters, and
+  whether it treats each channel on its own;
+- ``reference(v)``: the same step in plain NumPy on a channels-first array
+  (the oracle of :mod:`pixelmix.backends.numpy`);
+- ``to_dict()``: its JSON form (:mod:`pixelmix.fileformat`).
+
+To add a step: write a class with that protocol among the user objects, give
+it an opcode in :mod:`pixelmix.kernels.elementwise`, and teach the kernels
+to run it. Nothing here knows the step classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from . import config
+from .kernels.elementwise import AFFINE
+from .plan import Request, working_dtype
+
+
+class Lowered(NamedTuple):
+    """One step as the kernels see it."""
+
+    code: int  # opcode (kernels.elementwise)
+    params: np.ndarray  # float64; an affine step: (n_out, n_in) weights row-major, then n_out biases
+    per_channel: bool  # treats each channel on its own (elementwise, or a diagonal affine map)
+
+
+@dataclass(frozen=True)
+class CompiledProgram:
+    """A program lowered to arrays for the kernels.
+
+    ``table`` has one row per step: ``(opcode, n_in, n_out, offset)``, where
+    ``offset`` indexes ``params``.
+    """
+
+    table: np.ndarray  # (n_steps, 4) int64
+    params: np.ndarray  # float64
+    n_in: int
+    n_out: int
+    width: int  # most channels alive at any point: the scratch rows needed
+    n_per_channel: int  # leading steps that treat each channel on its own
+
+    @property
+    def has_affine(self) -> bool:
+        return bool(np.any(self.table[:, 0] == AFFINE))
+
+    def first_affine(self, start: int = 0) -> int:
+        """Index of the first affine step at or after ``start`` (the step count if none)."""
+        rows = np.flatnonzero(self.table[start:, 0] == AFFINE)
+        return start + int(rows[0]) if len(rows) else len(self.table)
+
+
+def n_inputs(steps: Sequence[Any]) -> int | None:
+    """Channels a sequence of steps expects (None: any number, only elementwise steps)."""
+    return next((s.n_inputs for s in steps if s.n_inputs is not None), None)
+
+
+def n_outputs(steps: Sequence[Any]) -> int | None:
+    """Channels a sequence of steps produces (None: as many as it is given)."""
+    return next((s.n_outputs for s in reversed(steps) if s.n_outputs is not None), None)
+
+
+def compile_steps(steps: Sequence[Any], n_in: int) -> CompiledProgram:
+    """Lower ``steps`` (already validated and folded) for an input of ``n_in`` channels.
+
+    Work and memory are linear in the number of steps.
+    """
+    rows, params = [], []
+    width = channels = n_in
+    offset = 0
+    # Leading steps that treat each channel on its own: elementwise steps, and
+    # diagonal mixers ahead of them. (A diagonal mixer after an elementwise
+    # step is not per-channel: its zero weights meet the other channels'
+    # values, and 0 * inf from one channel is NaN in all of them.)
+    per_channel, leading, seen_elementwise = 0, True, False
+    for step in steps:
+        low = step.lower()
+        elementwise = step.n_outputs is None
+        n_out = channels if elementwise else step.n_outputs
+        rows.append((low.code, channels, n_out, offset))
+        params.append(low.params)
+        offset += len(low.params)
+        if leading and low.per_channel and (elementwise or not seen_elementwise):
+            per_channel += 1
+            seen_elementwise |= elementwise
+        else:
+            leading = False
+        channels = n_out
+        width = max(width, channels)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    flat = np.concatenate(params) if params else np.zeros(0)
+    return CompiledProgram(
+        table=table, params=flat, n_in=n_in, n_out=channels, width=width, n_per_channel=per_channel
+    )
+
+
+def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) -> dict[str, Any]:
+    """The scalar and table arguments shared by the CPU and GPU kernels."""
+    program = request.program
+    out_dtype = request.out_dtype
+    if out_dtype.kind in "iu":
+        info = np.iinfo(out_dtype)
+        lo, hi = float(info.min), float(info.max)
+        fill = 0.0 if request.nodata is None else float(np.clip(np.rint(request.nodata), lo, hi))
+    else:
+        lo = hi = fill = 0.0
+    return dict(
+        table=program.table,
+        params=program.params.astype(request.acc_dtype),
+        start=start,
+        width=program.width,
+        tile=request.tile,
+        lut=lut,
+        lut_offset=lut_offset,
+        use_lut=start > 0,
+        nodata=0.0 if request.nodata is None else request.nodata,
+        use_nodata=request.nodata is not None,
+        # NaN spreads through an affine step to every output on its own;
+        # only a program with no affine step needs the per-pixel check.
+        check_nan=request.image.dtype.kind == "f" and not program.has_affine,
+        is_int=out_dtype.kind in "iu",
+        lo=lo,
+        hi=hi,
+        fill=fill,
+    )
+
+
+def no_table(request: Request) -> tuple[np.ndarray, int, int]:
+    """``(lut, offset, start)`` meaning "no lookup table"."""
+    return np.zeros((1, 1), dtype=request.acc_dtype), 0, 0
+
+
+def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
+    """A per-channel table of the program's leading per-channel steps, when it pays.
+
+    Integer input of at most 16 bits has few distinct values, so the steps
+    that treat each channel on its own (elementwise steps, diagonal maps such
+    as a 1/255 scale) can be looked up instead of computed per pixel.
+    Returns ``(lut, offset, start)``: ``lut[c, v + offset]`` is channel c's
+    value v after the first ``start`` steps (``start == 0``: no table). The
+    table is computed by the backend's own kernel (``run(x3, out3, request,
+    lut, offset, start)``), so it holds exactly what the direct path computes.
+    """
+    program = request.program
+    dtype = request.image.dtype.newbyteorder("=")
+    lead = program.n_per_channel
+    # A lone affine step gains nothing from a table: the kernel mixes on the fly.
+    only_affine = lead == 1 and program.table[0, 0] == AFFINE
+    if lead == 0 or only_affine or dtype.kind not in "iu" or dtype.itemsize > 2:
+        return no_table(request)
+    info = np.iinfo(dtype)
+    n_values = int(info.max) - int(info.min) + 1
+    # Only when the table is smaller than the image, and small enough to stay in cache.
+    if n_values * program.n_in > min(config.LUT_MAX_VALUES, request.image.size):
+        return no_table(request)
+    # In the kernel dtype the pieces are converted to (int8 is read as int16).
+    values = np.arange(info.min, info.max + 1).astype(working_dtype(dtype))
+    grid = np.ascontiguousarray(np.broadcast_to(values, (1, program.n_in, n_values)))
+    table = np.empty((1, program.n_in, n_values), dtype=request.acc_dtype)
+    head = replace(program, table=program.table[:lead], n_out=program.n_in, width=program.n_in, n_per_channel=lead)
+    sub = Request(grid, table, 1, head, request.acc_dtype, request.acc_dtype, None, request.tile)
+    run(grid, table, sub, *no_table(request))
+    return table[0], -int(info.min), lead
