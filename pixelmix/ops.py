@@ -30,9 +30,11 @@ import numpy as np
 
 from .dispatch import apply_steps
 from .fileformat import MixerFileError, read_document, require, write_document
+from . import lowering
 from .kernels import elementwise as ew
 from .lowering import Lowered
 from .mixer import Mixer
+from .unmixer import Unmixer
 
 __all__ = [
     "Elementwise",
@@ -141,7 +143,7 @@ class Elementwise:
 
 
 def _is_step(obj) -> bool:
-    return isinstance(obj, (Mixer, Elementwise, Program))
+    return isinstance(obj, (Mixer, Unmixer, Elementwise, Program))
 
 
 _CODES = {
@@ -266,11 +268,11 @@ class Program:
         for step in steps:
             if isinstance(step, Program):
                 flat.extend(step.steps)
-            elif isinstance(step, (Mixer, Elementwise)):
+            elif isinstance(step, (Mixer, Unmixer, Elementwise)):
                 flat.append(step)
             else:
                 raise TypeError(
-                    f"a Program step must be a Mixer, an elementwise step from "
+                    f"a Program step must be a Mixer, an Unmixer, an elementwise step from "
                     f"pixelmix.ops or a Program, not {type(step).__name__}"
                 )
         folded: list[Any] = []
@@ -281,7 +283,7 @@ class Program:
                 folded.append(step)
         width = None
         for step in folded:
-            if isinstance(step, Mixer):
+            if step.n_inputs is not None:
                 if width is not None and step.n_inputs != width:
                     raise ValueError(
                         f"a mixer expecting {step.n_inputs} channels follows a step "
@@ -295,18 +297,12 @@ class Program:
     @property
     def n_inputs(self) -> int | None:
         """Channels the program expects (None: any number, no mixer inside)."""
-        for step in self.steps:
-            if not isinstance(step, Elementwise):
-                return step.n_inputs
-        return None
+        return lowering.n_inputs(self.steps)
 
     @property
     def n_outputs(self) -> int | None:
         """Channels the program produces (None: as many as it is given)."""
-        for step in reversed(self.steps):
-            if not isinstance(step, Elementwise):
-                return step.n_outputs
-        return None
+        return lowering.n_outputs(self.steps)
 
     def apply(
         self,
@@ -370,7 +366,7 @@ class Program:
         write_document(path, self.to_dict())
 
 
-_KINDS = {"mixer": Mixer, "program": Program}
+_KINDS = {"mixer": Mixer, "unmixer": Unmixer, "program": Program}
 
 
 def _from_dict(d: dict[str, Any]):

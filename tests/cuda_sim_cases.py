@@ -217,6 +217,19 @@ def test_non_contiguous_image_and_out_stream_in_many_tiles(rng):
     assert_affine_close(out_view, m.apply(x, channel_axis=0, backend="numpy"), m, x, channel_axis=0)
 
 
+@pytest.mark.parametrize("sum_to_one", [False, True])
+def test_constrained_unmixing_on_the_gpu(rng, sum_to_one):
+    """NNLS / FCLS with the residual: the CUDA twin of the solver against the NumPy reference."""
+    e = rng.random((3, CL[-1])) + 0.1
+    x = rng.standard_normal(CL) + 1.0
+    x[0, 0, 0] = np.nan
+    u = pm.unmixer(e, nonneg=True, sum_to_one=sum_to_one, residual=True)
+    got = u(x, backend="cuda")
+    want = u(x, backend="numpy")
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert np.isnan(got[0, 0]).all() and (got[1:, :, :3] >= 0).all()
+
+
 def test_device_arrays_stay_on_the_device(rng):
     x = random_image(rng, CF, np.uint16)
     m = _mixer(rng, CF[0], 3)

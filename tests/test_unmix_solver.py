@@ -249,7 +249,11 @@ def test_after_an_affine_step_and_before_an_elementwise_one():
     a = oracle(E, Y, "fcls")
     want = np.clip(np.concatenate([a, rms_residual(E, Y, a)[:, None]], axis=1), 0.0, 0.3)
     np.testing.assert_allclose(got, want, atol=1e-6)
-    # the RGB pixel kernel must leave such programs to the general kernel
+
+
+def test_rgb_pixel_kernel_leaves_unmixing_to_the_general_kernel():
+    """kernels/cpu_pixels.py runs an affine step then elementwise steps only; never an UNMIX step."""
+    # an RGB background subtraction (3 -> 3), then 2 endmembers
     rgb_table = np.array([[ew.AFFINE, 3, 3, 0], [ew.UNMIX, 3, 2, 12]], dtype=np.int64)
     assert not cpu_pixels.takes(rgb_table, 0, True, False, False, False)
     assert not cpu_pixels.takes(rgb_table[1:], 0, True, False, False, False)

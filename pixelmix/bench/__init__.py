@@ -93,7 +93,8 @@ class Case:
 
     ``missing`` maps row labels of libraries that are not installed to what to
     install; ``peak_mb`` holds peak memory figures measured elsewhere (a
-    subprocess) that replace this process's.
+    subprocess) that replace this process's; ``summarize`` turns the times
+    into lines printed under the table (a goal met or not).
     """
 
     name: str
@@ -102,6 +103,8 @@ class Case:
     notes: list[str] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
     peak_mb: dict[str, float] = field(default_factory=dict)
+    # Lines printed under the table, computed from the times (label -> seconds per round).
+    summarize: Callable[[dict[str, list[float]]], list[str]] | None = None
 
 
 def optional(label: str):
@@ -184,7 +187,7 @@ class IdleLog:
         parts = []
         for library, waits in sorted(self.waits.items()):
             waited = statistics.median(w for w, _ in waits)
-            burnt = statistics.median(b for _, b in waits)
+            burnt = max(0.0, statistics.median(b for _, b in waits))
             parts.append(f"{library} {waited * 1e3:.0f} ms ({burnt * 1e3:.0f} ms CPU)")
         if not parts:
             return []
@@ -235,10 +238,30 @@ def ratio_text(times: list[float], reference: list[float]) -> str:
     return text
 
 
+def share_of(prefix: str, ours: list[float], reference: list[float], what: str, goal: str) -> str:
+    """``"<prefix> 85% (80-90%) of <what> (<goal>)"``: the reference's time over ours, round by round."""
+    shares = sorted(r / t for t, r in zip(ours, reference))
+    text = f"{prefix} {statistics.median(shares):.0%}"
+    if len(shares) > 1:
+        text += f" ({shares[0]:.0%}-{shares[-1]:.0%})"
+    return f"{text} of {what} ({goal})"
+
+
+def slowdown(prefix: str, after: list[float], alone: list[float], goal: str) -> str:
+    """``"<prefix> 12% (8-15%) slower than alone (<goal>)"``, round by round."""
+    extra = sorted(a / b - 1 for a, b in zip(after, alone))
+    text = f"{prefix} {statistics.median(extra):+.0%}"
+    if len(extra) > 1:
+        text += f" ({extra[0]:+.0%} to {extra[-1]:+.0%})"
+    return f"{text} against alone ({goal})"
+
+
 def _fmt_time(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s "
-    return f"{seconds * 1e3:.1f} ms"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
 
 
 def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: dict[str, float | None], out=None) -> None:
@@ -248,8 +271,9 @@ def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: 
     print(f"\n{case.name}", file=out)
     for note in case.notes:
         print(f"  ({note})", file=out)
+    width = max([26, *(len(name) + 2 for name in [*times, *case.missing])])
     print(
-        f"  {'implementation':<36}{'median':>10}{'min':>10}  {'vs row 1 (range)':<28}{'GB/s':>6}{'of copy':>9}{'peak MB':>9}",
+        f"  {'implementation':<{width}}{'median':>10}{'min':>10}  {'vs row 1 (range)':<28}{'GB/s':>6}{'of copy':>9}{'peak MB':>9}",
         file=out,
     )
     for name, ts in times.items():
@@ -262,11 +286,14 @@ def report(case: Case, times: dict[str, list[float]], bandwidth: float, memory: 
         mem = case.peak_mb.get(name, memory.get(name))
         mem_s = "n/a" if mem is None else f"{mem:.0f}"
         print(
-            f"  {name:<36}{_fmt_time(med):>10}{_fmt_time(min(ts)):>10}  {rel:<28}{gbs:>6}{of_copy:>9}{mem_s:>9}",
+            f"  {name:<{width}}{_fmt_time(med):>10}{_fmt_time(min(ts)):>10}  {rel:<28}{gbs:>6}{of_copy:>9}{mem_s:>9}",
             file=out,
         )
     for name, why in case.missing.items():
-        print(f"  {name:<36}{why}", file=out)
+        print(f"  {name:<{width}}{why}", file=out)
+    if case.summarize is not None and times:
+        for line in case.summarize(times):
+            print(f"  => {line}", file=out)
 
 
 def _cases(module, size: str, backend: str) -> list[Case]:
@@ -336,7 +363,7 @@ def run(
     policy = machine.apply_thread_policy()
     _start_numba_threads()
     repeat = repeat or {"full": 7, "quick": 3, "tiny": 1}[size]
-    bandwidth = machine.copy_bandwidth({"full": 256, "quick": 64, "tiny": 8}[size] * 2**20)
+    bandwidth = machine.copy_bandwidth((256 if size == "full" else 64) * 2**20)
     versions = [f"{label} {v}" for label in OPTIONAL if (v := _version(label))]
     absent = [label for label in OPTIONAL if _version(label) is None]
     print(f"pixelmix bench: {', '.join(names)}; size {size}, backend={backend}, {repeat} alternating rounds, "

@@ -1,7 +1,7 @@
 """The ``cuda`` suite of ``pixelmix bench``: the CUDA backend on the GPU.
 
 Workload: uint16 channels-first 64 x 2048 x 2048 -> 8 float32 (a multi-page
-TIFF stack; ``--quick``: 16 x 512 x 512), in two cases:
+TIFF stack; ``quick``: 16 x 512 x 512; ``tiny``: 4 x 64 x 64), in two cases:
 
 - On the device: the image and the result are GPU arrays. The notes give
   the kernel alone (CUDA events, no host work) as a fraction of the device's
@@ -147,7 +147,10 @@ def build_cases(shape: tuple[int, int, int], k: int) -> list[Case]:
     ]
 
 
-def cases(quick: bool, backend: str) -> list[Case]:
+SHAPES = {"full": (64, 2048, 2048), "quick": (16, 512, 512), "tiny": (4, 64, 64)}
+
+
+def cases(size: str, backend: str) -> list[Case]:
     from ..backends import cuda as gpu
 
     reason = gpu.unusable_reason()
@@ -159,4 +162,4 @@ def cases(quick: bool, backend: str) -> list[Case]:
     if reason is not None:
         print(f"no usable GPU: {reason}")
         return []
-    return build_cases((16, 512, 512) if quick else (64, 2048, 2048), 8)
+    return build_cases(SHAPES[size], 8)

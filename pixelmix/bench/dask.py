@@ -1,16 +1,17 @@
 """A batch of TIFF files on a Dask LocalCluster against the single-process batch.
 
 The same files, the same mixer, the same outputs (written atomically, with
-``overwrite``): :func:`pixelmix.batch.run_batch` in this process against
-:func:`pixelmix.cluster.run_batch` sending each file to a worker process of
+``overwrite``): :func:`pixelmix.jobs.batch.run_local` in this process against
+:func:`pixelmix.jobs.cluster.run_on_cluster` sending each file to a worker process of
 a :class:`distributed.LocalCluster` (one worker, and one per core). The
 cluster runs use ``cores // workers`` Numba threads per worker, so all runs
 use the same cores; on a small machine expect no speedup: the table shows
 the cluster's overhead (scheduling, a task per file, results sent back).
 Peak memory is this process's only (workers are other processes). Files:
 
-- quick: 8 files of uint16 CYX 8 x 256 x 256 -> 3 float32
 - full: 8 files of uint16 CYX 16 x 1024 x 1024 -> 3 float32 (32 MiB each)
+- quick: 8 files of uint16 CYX 8 x 256 x 256 -> 3 float32
+- tiny: 2 files of uint16 CYX 4 x 16 x 16 -> 3 float32
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from . import Case
+from . import Case, Impl
 
 
 def _make_files(directory: str, n_files: int, shape, rng) -> list[str]:
@@ -38,20 +39,23 @@ def _make_files(directory: str, n_files: int, shape, rng) -> list[str]:
 
 
 def _local_cluster(n_workers: int):
-    from ..cluster import connect
+    from ..jobs.cluster import connect
 
     context = connect(n_workers=n_workers)
     client = context.__enter__()
     return context, client
 
 
-def cases(quick: bool, backend: str) -> list[Case]:
+FILES = {"full": (8, (16, 1024, 1024)), "quick": (8, (8, 256, 256)), "tiny": (2, (4, 16, 16))}
+
+
+def cases(size: str, backend: str) -> list[Case]:
     import pixelmix as pm
-    from ..batch import run_batch
-    from ..cluster import run_batch as run_on_cluster
+    from ..jobs.batch import run_local
+    from ..jobs.cluster import run_on_cluster
 
     rng = np.random.default_rng(0)
-    n_files, shape = (8, (8, 256, 256)) if quick else (8, (16, 1024, 1024))
+    n_files, shape = FILES[size]
     k = 3
     root = tempfile.mkdtemp(prefix="pixelmix-bench-dask-")
     files = _make_files(root, n_files, shape, rng)
@@ -60,10 +64,10 @@ def cases(quick: bool, backend: str) -> list[Case]:
     options = dict(quiet=True, overwrite=True, backend=backend)
 
     def single():
-        summary = run_batch(files, os.path.join(root, "out-single"), m, **options)
+        summary = run_local(files, os.path.join(root, "out-single"), m, **options)
         assert summary.ok, summary.text()
 
-    impls = {"pixelmix batch, 1 process": single}
+    impls = {"pixelmix batch, 1 process": Impl(single, "pixelmix")}
     contexts = []
     for workers in sorted({1, cores}):
         context, client = _local_cluster(workers)
@@ -74,13 +78,13 @@ def cases(quick: bool, backend: str) -> list[Case]:
             summary = run_on_cluster(files, out, m, client=client, **options)
             assert summary.ok, summary.text()
 
-        impls[f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}"] = on_cluster
+        impls[f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}"] = Impl(on_cluster, "dask")
 
     def zarr_on_cluster(client=client):
         summary = run_on_cluster(files, os.path.join(root, "out.zarr"), m, client=client, **options)
         assert summary.ok, summary.text()
 
-    impls[f"LocalCluster, {cores} -> Zarr"] = zarr_on_cluster
+    impls[f"LocalCluster, {cores} -> Zarr"] = Impl(zarr_on_cluster, "dask")
     in_bytes = n_files * int(np.prod(shape)) * 2
     out_bytes = n_files * k * int(np.prod(shape[1:])) * 4
     case = Case(

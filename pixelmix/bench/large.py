@@ -1,8 +1,8 @@
 """``pixelmix bench --suite large``: a 2 GiB TIFF stack through the command line.
 
-Writes a uint16 channels-first stack of 64 x 4096 x 4096 (2 GiB; ``--quick``:
-64 x 512 x 512) and runs ``pixelmix apply`` on it in a subprocess, mixing
-64 channels into 16 float32 ones (a 1 GiB output), while sampling the
+Writes a uint16 channels-first stack of 64 x 4096 x 4096 (2 GiB; ``quick``:
+64 x 512 x 512; ``tiny``: 4 x 64 x 64) and runs ``pixelmix apply`` on it in a subprocess, mixing
+its channels into 16 float32 ones (a 1 GiB output), while sampling the
 subprocess's private resident memory (``RssAnon`` in ``/proc/PID/status``;
 the file pages of the memory-mapped input and output are page cache and do
 not count). Its peak is printed as a note: the goal is under 600 MB.
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Case
+from . import Case, Impl
 
 PIECE = 64 * 2**20
 
 
 def _make_input(path: Path, shape: tuple[int, int, int]) -> None:
     """A uint16 CYX OME-TIFF with cheap, varied values, written plane by plane."""
-    from ..tiff import create_stack
+    from ..io.write import create_stack
 
     c, y, x = shape
     out = create_stack(path, shape=shape, dtype=np.uint16, axes="CYX")
@@ -103,8 +103,11 @@ def _io_only(src: Path, out_bytes: int, dst: Path) -> None:
         os.fsync(f.fileno())
 
 
-def cases(quick: bool, backend: str) -> list[Case]:
-    shape = (64, 512, 512) if quick else (64, 4096, 4096)
+SHAPES = {"full": (64, 4096, 4096), "quick": (64, 512, 512), "tiny": (4, 64, 64)}
+
+
+def cases(size: str, backend: str) -> list[Case]:
+    shape = SHAPES[size]
     k = 16
     work = Path(tempfile.mkdtemp(prefix="pixelmix-bench-large-", dir=os.environ.get("PIXELMIX_BENCH_DIR")))
     atexit.register(shutil.rmtree, work, True)
@@ -138,8 +141,8 @@ def cases(quick: bool, backend: str) -> list[Case]:
     case = Case(
         name=f"TIFF uint16 CYX {'x'.join(map(str, shape))} -> {k} float32, pixelmix apply (CLI)",
         impls={
-            "pixelmix apply (CLI)": cli,
-            "read input + write output (I/O)": lambda: _io_only(src, out_bytes, work / "io.bin"),
+            "pixelmix apply (CLI)": Impl(cli, "subprocess"),
+            "read input + write output (I/O)": Impl(lambda: _io_only(src, out_bytes, work / "io.bin"), "python"),
         },
         bytes_moved=in_bytes + out_bytes,
     )

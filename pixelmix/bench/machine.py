@@ -148,33 +148,44 @@ def cpu_model() -> str:
 def _numba_line() -> str:
     import numba
 
+    # get_num_threads starts Numba's pool: call it only after apply_thread_policy.
+    n = numba.get_num_threads()
     try:
         layer = numba.threading_layer()
     except ValueError:
-        layer = "not started yet"
-    return f"Numba {numba.__version__}: {numba.get_num_threads()} threads, threading layer {layer}"
+        layer = "not chosen yet (no parallel call so far)"
+    return f"Numba {numba.__version__}: {n} threads, threading layer {layer}"
+
+
+def _owner(filepath: str) -> str:
+    """Which package ships a runtime: ``numpy`` for ``.../numpy.libs/...``, ``torch`` for ``.../torch/lib/...``."""
+    parts = Path(filepath).parts
+    for part in reversed(parts[:-1]):
+        if part.endswith(".libs"):
+            return part[: -len(".libs")]
+        if part in ("site-packages", "dist-packages"):
+            break
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return f"the system ({Path(filepath).parent})"
 
 
 def _runtime_lines() -> list[str]:
-    """The BLAS and OpenMP runtimes loaded, from threadpoolctl."""
+    """The BLAS and OpenMP runtimes loaded in this process, from threadpoolctl."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return ["BLAS/OpenMP: threadpoolctl not installed (pip install threadpoolctl to list them)"]
+        return ["BLAS/OpenMP runtimes: threadpoolctl not installed (pip install threadpoolctl to list them)"]
     lines = []
     for lib in threadpool_info():
-        what = lib.get("internal_api", "?")
-        version = lib.get("version") or ""
-        layer = lib.get("threading_layer")
-        arch = lib.get("architecture")
         details = [f"{lib.get('num_threads')} threads"]
-        if layer:
-            details.append(f"{layer} threading")
-        if arch:
-            details.append(f"{arch} kernels")
-        owner = Path(lib.get("filepath", "")).parent.name
-        lines.append(f"{lib.get('user_api', '?')}: {what} {version} ({', '.join(details)}) in {owner or '?'}".replace("  ", " "))
-    return lines or ["BLAS/OpenMP: none loaded"]
+        if lib.get("threading_layer"):
+            details.append(f"{lib['threading_layer']} threading")
+        if lib.get("architecture"):
+            details.append(f"{lib['architecture']} kernels")
+        name = " ".join(str(v) for v in (lib.get("internal_api") or lib.get("prefix"), lib.get("version")) if v)
+        lines.append(f"{lib.get('user_api', '?')}: {name} ({', '.join(details)}), from {_owner(lib.get('filepath', ''))}")
+    return lines or ["BLAS/OpenMP runtimes: none loaded"]
 
 
 def load_line() -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Case, Impl, not_installed, optional
+from . import Case, Impl, not_installed, optional, slowdown
 
 # JPEG (full range, BT.601) YCbCr: the usual 3x3 + bias with 8-bit output.
 YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
@@ -175,12 +175,16 @@ def pipeline_cases(cf_shape: tuple[int, int, int], n: int, rng, backend: str) ->
 
     px, blas = f"pixelmix ({backend})", f"numpy matmul {n}x{n} float32"
     shape = "x".join(map(str, cf_shape))
+    blas_rows = (f"{blas}, after pixelmix", f"{blas}, alone")
+    px_rows = (f"{px}, after numpy matmul", f"{px}, alone")
     return [
         Case(
             name=f"pipeline: {blas}, alone and right after pixelmix",
             impls={f"{blas}, alone": Impl(matmul, "numpy"),
                    f"{blas}, after pixelmix": Impl(matmul, "numpy", before=mix)},
             notes=[f"pixelmix call: uint16 CYX {shape} -> 8 float32; row 2 starts the moment pixelmix returns"],
+            summarize=lambda t: [slowdown("a BLAS call right after pixelmix:", t[blas_rows[0]], t[blas_rows[1]],
+                                          "goal: at most +10%")],
         ),
         Case(
             name=f"pipeline: {px} on uint16 CYX {shape} -> 8, alone and right after a matmul",
@@ -188,6 +192,8 @@ def pipeline_cases(cf_shape: tuple[int, int, int], n: int, rng, backend: str) ->
                    f"{px}, after numpy matmul": Impl(mix, "pixelmix", before=matmul)},
             bytes_moved=x.nbytes + x.size // cf_shape[0] * 8 * 4,
             notes=[f"row 2 starts the moment a {n}x{n} float32 matmul returns (OpenBLAS's workers still spin)"],
+            summarize=lambda t: [slowdown("pixelmix right after a BLAS call:", t[px_rows[0]], t[px_rows[1]],
+                                          "as little as possible; OPENBLAS_THREAD_TIMEOUT is the user's lever")],
         ),
     ]
 

@@ -5,7 +5,7 @@ Every function of :mod:`pixelmix_skimage` next to its namesake in
 (512 x 512 with ``--quick``), channels last, as scikit-image users call
 them. The inverse conversions (``yuv2rgb``, ``hed2rgb``, ...) get the same
 uint8 image, read as values of their colour space: the work per pixel does
-not depend on the values. ``mix_channels`` mixes the three channels into
+not depend on the values (``tiny``: 32 x 32). ``mix_channels`` mixes the three channels into
 two with a random matrix; scikit-image's counterpart is the
 ``img_as_float(image) @ matrix.T`` that its own ``_convert`` runs.
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Case
-
-from pixelmix_skimage.backend import FUNCTIONS
+from . import Case, Impl
 
 
 def _pair(name: str, image: np.ndarray):
@@ -35,11 +33,15 @@ def _pair(name: str, image: np.ndarray):
     return (lambda: ours(image)), (lambda: theirs(image))
 
 
-def cases(quick: bool, backend: str) -> list[Case]:
+SIDES = {"full": 4096, "quick": 512, "tiny": 32}
+
+
+def cases(size: str, backend: str) -> list[Case]:
     import pixelmix_skimage as pxs
+    from pixelmix_skimage.backend import FUNCTIONS
     from skimage.util import img_as_float
 
-    side = 512 if quick else 4096
+    side = SIDES[size]
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
     label = f"uint8 RGB {side}x{side}"
@@ -50,7 +52,7 @@ def cases(quick: bool, backend: str) -> list[Case]:
         out.append(
             Case(
                 name=f"{name}: {label} -> float64",
-                impls={"pixelmix_skimage": ours, "scikit-image": theirs},
+                impls={"pixelmix_skimage": Impl(ours, "pixelmix"), "scikit-image": Impl(theirs, "skimage")},
                 bytes_moved=image.nbytes + image.size // 3 * k * 8,
             )
         )
@@ -59,8 +61,8 @@ def cases(quick: bool, backend: str) -> list[Case]:
         Case(
             name=f"mix_channels 3 -> 2: {label} -> float64",
             impls={
-                "pixelmix_skimage": lambda: pxs.mix_channels(image, matrix),
-                "scikit-image (img_as_float @ m.T)": lambda: img_as_float(image) @ matrix.T,
+                "pixelmix_skimage": Impl(lambda: pxs.mix_channels(image, matrix), "pixelmix"),
+                "scikit-image (img_as_float @ m.T)": Impl(lambda: img_as_float(image) @ matrix.T, "numpy"),
             },
             bytes_moved=image.nbytes + image.size // 3 * 2 * 8,
             notes=["scikit-image has no public C -> K mix; this is what its _convert does"],
