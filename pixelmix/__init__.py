@@ -16,10 +16,11 @@ from . import ops
 from .mixer import Mixer, mix
 from .ops import Program, load
 from . import presets
-from .learn import fit_lda, fit_lstsq, fit_mnf, fit_pca, unmixer
+from .learn import estimate_rank, find_endmembers, fit_lda, fit_lstsq, fit_mnf, fit_pca, fit_spillover, unmixer
 from .networks import from_torch
 
 __version__ = "0.1.0"
 
 __all__ = ["Mixer", "Program", "mix", "load", "ops", "__version__"]
 __all__ += ["fit_pca", "fit_mnf", "fit_lda", "fit_lstsq", "unmixer", "from_torch", "presets"]
+__all__ += ["find_endmembers", "estimate_rank", "fit_spillover"]

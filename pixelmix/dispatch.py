@@ -13,7 +13,7 @@ to a backend by the kind of data and the ``backend`` asked for:
 
 Lazy and device data are validated through memory-free stand-ins
 (:func:`pixelmix.plan.stand_in`) with the same checks and messages.
-Backends are imported when first used: importing pixelmix loads no Numba.
+The Numba CPU backend is imported when first used: importing pixelmix loads no Numba.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .backends import cuda, dask
+from .backends.numpy import run_reference
 from .lowering import compile_steps, n_inputs
 from .plan import (
     Request,
@@ -158,8 +160,6 @@ def prepare_device(steps, image, *, channel_axis: int = -1, dtype=None, nodata=N
 
     ``result`` is ``out`` when given, else a new device array of the image's kind.
     """
-    from .backends import cuda
-
     d_image, d_out = cuda.device_arrays(image, out)
     request = _stand_in_request(
         steps, d_image, channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=d_out, tile_size=tile_size
@@ -168,8 +168,6 @@ def prepare_device(steps, image, *, channel_axis: int = -1, dtype=None, nodata=N
 
 
 def _apply_lazy(steps, image, *, channel_axis, dtype, nodata, out, tile_size, backend):
-    from .backends.dask import apply_lazy
-
     if out is not None:
         raise TypeError(
             "out= cannot be used with a Dask array: the result is lazy; compute it "
@@ -199,7 +197,7 @@ def _apply_lazy(steps, image, *, channel_axis, dtype, nodata, out, tile_size, ba
     token = json.dumps(
         [[s.to_dict() for s in steps], request.out_dtype.str, request.nodata, tile_size, backend], sort_keys=True
     )
-    return apply_lazy(request, image, run_block, token=token, uses_numba=backend != "numpy")
+    return dask.apply_lazy(request, image, run_block, token=token, uses_numba=backend != "numpy")
 
 
 def apply_steps(
@@ -214,31 +212,24 @@ def apply_steps(
     backend: str = "auto",
 ):
     """Apply a folded sequence of steps to ``image``: the one entry point of every apply."""
-    from .backends.cuda import is_device_array
-    from .backends.dask import is_dask_array
-
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
     options = dict(channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out, tile_size=tile_size)
-    if is_dask_array(image):  # a lazy result, each block computed by this function
+    if dask.is_dask_array(image):  # a lazy result, each block computed by this function
         return _apply_lazy(steps, image, backend=backend, **options)
-    if is_device_array(image) or is_device_array(out):
+    if cuda.is_device_array(image) or cuda.is_device_array(out):
         if backend in ("cpu", "numpy"):
             raise ValueError(
                 f"backend={backend!r} cannot read GPU arrays; use backend='cuda' or 'auto' "
                 f"(the result stays on the GPU), or copy the array to the host first"
             )
-        from .backends.cuda import run_device
-
         request, d_x3, d_out3, result = prepare_device(steps, image, **options)
-        run_device(request, d_x3, d_out3)
+        cuda.run_device(request, d_x3, d_out3)
         return result
     request = prepare(steps, image, **options)
     if request.image.size == 0 or request.out.size == 0:
         return request.out
     if backend == "numpy":
-        from .backends.numpy import run_reference
-
         request.out[...] = run_reference(
             steps,
             request.image,
@@ -248,11 +239,9 @@ def apply_steps(
             nodata=request.nodata,
         )
     elif backend == "cuda" or (backend == "auto" and _auto_picks_cuda(request)):
-        from .backends.cuda import run_cuda
-
-        run_cuda(request)
+        cuda.run_cuda(request)
     else:
-        from .backends.cpu import run_cpu
+        from .backends.cpu import run_cpu  # loads Numba: on first use, not when pixelmix is imported
 
         run_cpu(request)
     return request.out
@@ -264,8 +253,6 @@ def _auto_picks_cuda(request: Request) -> bool:
     Size first (probing costs); never Numba's CUDA simulator, which runs
     Python per thread; never a program wider than the GPU kernel holds.
     """
-    from .backends import cuda
-
     if not cuda.worth_it(request.image.nbytes + request.out.nbytes) or not cuda.usable():
         return False
     from .kernels import cuda as kc

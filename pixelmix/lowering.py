@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import config
-from .kernels.elementwise import AFFINE
+from .kernels.elementwise import AFFINE, MIXING
 from .plan import Request, working_dtype
 
 
@@ -52,13 +52,9 @@ class CompiledProgram:
     n_per_channel: int  # leading steps that treat each channel on its own
 
     @property
-    def has_affine(self) -> bool:
-        return bool(np.any(self.table[:, 0] == AFFINE))
-
-    def first_affine(self, start: int = 0) -> int:
-        """Index of the first affine step at or after ``start`` (the step count if none)."""
-        rows = np.flatnonzero(self.table[start:, 0] == AFFINE)
-        return start + int(rows[0]) if len(rows) else len(self.table)
+    def has_mixing(self) -> bool:
+        """Whether a step mixes channels (affine or unmixing): such a step spreads NaN to every output."""
+        return bool(np.isin(self.table[:, 0], MIXING).any())
 
 
 def n_inputs(steps: Sequence[Any]) -> int | None:
@@ -126,9 +122,9 @@ def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) 
         use_lut=start > 0,
         nodata=0.0 if request.nodata is None else request.nodata,
         use_nodata=request.nodata is not None,
-        # NaN spreads through an affine step to every output on its own;
-        # only a program with no affine step needs the per-pixel check.
-        check_nan=request.image.dtype.kind == "f" and not program.has_affine,
+        # NaN spreads through a mixing step to every output on its own;
+        # only a program without one needs the per-pixel check.
+        check_nan=request.image.dtype.kind == "f" and not program.has_mixing,
         is_int=out_dtype.kind in "iu",
         lo=lo,
         hi=hi,

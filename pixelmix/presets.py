@@ -275,7 +275,7 @@ def _band_widths(wl: np.ndarray) -> np.ndarray:
     return widths
 
 
-def spectral_to_xyz(wavelengths, *, illuminant="D65", observer: str = "CIE 1931 2") -> Mixer:
+def spectral_to_xyz(wavelengths, *, illuminant="D65", observer: str = "CIE 1931 2", scale: float = 1.0) -> Mixer:
     """A mixer from a reflectance cube at ``wavelengths`` (nm) to CIE XYZ.
 
     ``X = k sum_i R(l_i) S(l_i) xbar(l_i) w_i`` (Y, Z alike), with the
@@ -294,6 +294,10 @@ def spectral_to_xyz(wavelengths, *, illuminant="D65", observer: str = "CIE 1931 
         relative power at each of ``wavelengths``.
     observer : "CIE 1931 2"
         The standard observer (only the 2-degree 1931 observer ships).
+    scale : float
+        The input value of a perfect reflector: 1 for reflectance, e.g.
+        10000 for reflectance stored as integers x 10000 (as many
+        remote-sensing products are).
 
     Examples
     --------
@@ -334,21 +338,26 @@ def spectral_to_xyz(wavelengths, *, illuminant="D65", observer: str = "CIE 1931 
             f"wavelengths {wl.min():g}..{wl.max():g} nm hold no visible light (Y of white is 0); "
             f"the colour-matching functions cover 360-830 nm"
         )
+    scale = _check_scale(scale)
     return Mixer(
-        w / y_white,
+        w / (y_white * scale),
         input_names=[f"{v:g}" for v in wl],
         output_names=["X", "Y", "Z"],
         metadata={"method": "preset", "preset": "spectral_to_xyz", "wavelengths": wl,
-                  "illuminant": label, "observer": "CIE 1931 2"},
+                  "illuminant": label, "observer": "CIE 1931 2", "scale": scale},
     )
 
 
-def spectral_to_srgb(wavelengths, *, illuminant="D65", observer: str = "CIE 1931 2") -> Program:
+def spectral_to_srgb(
+    wavelengths, *, illuminant="D65", observer: str = "CIE 1931 2", scale: float = 1.0
+) -> Program:
     """A program from a reflectance cube to gamma-encoded sRGB in [0, 1].
 
     :func:`spectral_to_xyz`, then the sRGB matrix (folded into one affine
     map), then the sRGB transfer function and a clip to [0, 1]: one fused
-    pass. A perfect reflector under D65 renders white.
+    pass. A perfect reflector under D65 renders white. ``scale`` is the
+    input value of a perfect reflector (e.g. 10000 for reflectance x 10000;
+    ``pixelmix apply --preset spectral_to_srgb --preset-option scale=10000``).
 
     Examples
     --------
@@ -359,8 +368,10 @@ def spectral_to_srgb(wavelengths, *, illuminant="D65", observer: str = "CIE 1931
     Program([Mixer(81 -> 3), srgb_encode(), clip(0.0, 1.0)])
     >>> srgb(np.full(81, 0.5)).round(2)  # a grey reflecting half the light
     array([0.74, 0.74, 0.74])
+    >>> presets.spectral_to_srgb(np.arange(380, 781, 5), scale=10000)(np.full(81, 5000, np.uint16)).round(2)
+    array([0.74, 0.74, 0.74], dtype=float32)
     """
-    xyz = spectral_to_xyz(wavelengths, illuminant=illuminant, observer=observer)
+    xyz = spectral_to_xyz(wavelengths, illuminant=illuminant, observer=observer, scale=scale)
     to_rgb = Mixer(SRGB_FROM_XYZ, input_names=["X", "Y", "Z"], output_names=list(_RGB))
     return Program([xyz, to_rgb, ops.srgb_encode(), ops.clip(0.0, 1.0)])
 

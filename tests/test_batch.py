@@ -72,6 +72,22 @@ def test_channels_first_row_bands(tmp_path, compression):
     assert _temporaries(dst.parent) == []
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("input_compressed", [False, True])
+@pytest.mark.parametrize("max_bytes", [2 * 16 * 40 * 2, 64 * 2**20])
+def test_channels_first_with_more_outputs_than_inputs(tmp_path, compression, input_compressed, max_bytes):
+    # K > C: the output's part of a slab is every output channel, not the input's C
+    src, dst = tmp_path / "cyx.tif", tmp_path / "o" / "cyx.tif"
+    dst.parent.mkdir()
+    a = RNG.integers(0, 4000, size=(2, 64, 40), dtype=np.uint16)
+    kw = dict(tile=(16, 16), compression="zlib") if input_compressed else {}
+    tifffile.imwrite(src, a, photometric="minisblack", **kw)
+    m = _mixer(2, 5)
+    process_file(src, dst, m, compression=compression, max_bytes=max_bytes, tile=(16, 16))
+    np.testing.assert_array_equal(tifffile.imread(dst), m.apply(a, channel_axis=0))
+    assert _temporaries(dst.parent) == []
+
+
 def test_channels_last_integer_output(tmp_path):
     src, dst = tmp_path / "rgb.tif", tmp_path / "o" / "rgb.tif"
     dst.parent.mkdir()

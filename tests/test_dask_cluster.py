@@ -1,6 +1,9 @@
 """pixelmix on a real dask.distributed LocalCluster: lazy arrays, fits, batches of files."""
 
 import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dask.array as da
 import numpy as np
@@ -183,7 +186,7 @@ def test_zarr_output_is_atomic_and_cleans_up_after_a_failure(stacks, tmp_path, m
 
     # A failure while the group is written leaves no group under the final
     # name and no temporary one (run here, in this process, without a client).
-    monkeypatch.setattr(publish, "replace_dir", boom)
+    monkeypatch.setattr(publish, "move_into_place", boom)
     summary = cluster.run_on_cluster([d / "a.tif"], store, m, quiet=True)
     assert summary.results[0].status == "failed" and "disk full" in summary.results[0].reason
     assert sorted(n for n in os.listdir(store) if not n.startswith(".z")) == []
@@ -212,3 +215,59 @@ def test_command_line_scheduler_and_zarr_output(client, stacks, tmp_path, capsys
     assert main(["apply", *bad, "-o", str(tmp_path / "b"), "--scheduler", client.scheduler.address]) == 1
     assert os.listdir(tmp_path / "b") == ["a.tif"]
     assert main(["apply", *args, "-o", str(tmp_path / "w"), "--dask", "--workers", "0"]) == 2
+
+
+def _stall_first_write(marker: str) -> None:
+    """On a worker: the first file any worker writes stalls half way (the marker file says it began)."""
+    import time as _time
+    from pathlib import Path as _Path
+
+    from pixelmix.jobs import file as job_file
+
+    original = getattr(job_file, "_write_tiff_original", job_file._write_tiff)
+
+    def stalled(stack, tmp, *args, **kwargs):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return original(stack, tmp, *args, **kwargs)
+        _Path(tmp).write_bytes(b"half an output")
+        _time.sleep(300)
+
+    job_file._write_tiff_original = original
+    job_file._write_tiff = stalled
+
+
+def _unstall() -> None:
+    from pixelmix.jobs import file as job_file
+
+    if hasattr(job_file, "_write_tiff_original"):
+        job_file._write_tiff = job_file._write_tiff_original
+        del job_file._write_tiff_original
+
+
+def test_a_killed_workers_temporary_is_removed_in_the_same_run(client, stacks, tmp_path):
+    from pixelmix.io.publish import TEMP_RE
+    from pixelmix.io.read import open_stack
+    from pixelmix.jobs.cluster import run_on_cluster as run_batch
+
+    d, images = stacks
+    out, marker = tmp_path / "out", tmp_path / "stalled"
+    m = pm.Mixer([[1.0, 2.0, 3.0]])
+    client.run(_stall_first_write, str(marker))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_batch, [d / "a.tif"], out, m, client=client, quiet=True)
+            deadline = time.monotonic() + 120
+            while not (out.is_dir() and os.listdir(out)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            [temporary] = os.listdir(out)
+            os.kill(int(TEMP_RE.match(temporary)["pid"]), signal.SIGKILL)  # the worker dies mid-file
+            summary = running.result(timeout=300)
+    finally:
+        client.run(_unstall)
+    assert summary.results[0].status == "done", summary.results[0].reason  # redone by another worker
+    assert os.listdir(out) == ["a.tif"]  # and the dead worker's temporary removed in this run
+    x, axis = images["a.tif"]
+    with open_stack(out / "a.tif") as s:
+        np.testing.assert_array_equal(s.read(), m.apply(x, channel_axis=axis))

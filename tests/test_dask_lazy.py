@@ -206,7 +206,7 @@ def test_workqueue_layer_survives_many_threads():
     assert out.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("name", ["pixelmix.backends.dask", "pixelmix.cluster", "pixelmix.learn.chunked"])
+@pytest.mark.parametrize("name", ["pixelmix.backends.dask", "pixelmix.jobs.cluster", "pixelmix.learn.chunked"])
 def test_docstring_examples(name):
     import doctest
     import importlib

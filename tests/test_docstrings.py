@@ -17,9 +17,34 @@ MODULES = [
     "pixelmix.learn.lstsq",
     "pixelmix.learn.unmix",
     "pixelmix.learn.stats",
+    "pixelmix.unmixer",
+    "pixelmix.kernels.unmix",
+    "pixelmix.learn.endmembers",
+    "pixelmix.learn.rank",
+    "pixelmix.learn.spillover",
+    "pixelmix.config",
+    "pixelmix.plan",
+    "pixelmix.fileformat",
+    "pixelmix.kernels",
+    "pixelmix.backends.numpy",
+    "pixelmix.backends.cuda",
+    "pixelmix.backends.dask",
+    "pixelmix.io.read",
+    "pixelmix.io.write",
+    "pixelmix.io.metadata",
+    "pixelmix.io.publish",
+    "pixelmix.io.zarr",
+    "pixelmix.jobs.file",
+    "pixelmix.jobs.batch",
+    "pixelmix.jobs.cluster",
     "pixelmix.tiff",
     "pixelmix.batch",
-    "pixelmix_skimage",
+    "pixelmix.cluster",
+    # The plugin's functions are documented where they are defined: a
+    # package's doctest skips what it re-exports.
+    "pixelmix_skimage.color",
+    "pixelmix_skimage.tiled",
+    "pixelmix_skimage.backend",
 ]
 
 
@@ -28,3 +53,4 @@ def test_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no examples"

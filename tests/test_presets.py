@@ -145,3 +145,25 @@ def test_presets_save_and_load(tmp_path):
     program = presets.get("hed", scale=255)
     program.save(tmp_path / "hed.json")
     assert pm.load(tmp_path / "hed.json") == program
+
+
+def test_spectral_to_srgb_takes_the_value_of_a_perfect_reflector(rng, tmp_path):
+    """Reflectance stored as integers x 10000 renders as the reflectance itself, not white."""
+    import tifffile
+
+    from pixelmix.cli import main
+
+    wl = np.arange(400, 701, 10)
+    reflectance = rng.uniform(0.05, 0.6, size=(8, 9, wl.size))
+    stored = np.round(reflectance * 10000).astype(np.uint16)
+    want = presets.spectral_to_srgb(wl)(stored / 10000.0)
+    got = presets.spectral_to_srgb(wl, scale=10000)(stored)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.max() < 0.99  # not saturated to white
+    tifffile.imwrite(tmp_path / "cube.tif", np.moveaxis(stored, -1, 0))
+    assert main([
+        "apply", str(tmp_path / "cube.tif"), "--preset", "spectral_to_srgb", "--preset-option", "scale=10000",
+        "--preset-option", f"wavelengths={wl.tolist()}", "--channel-axis", "0", "-o", str(tmp_path / "out"), "-q",
+    ]) == 0
+    out = tifffile.imread(tmp_path / "out" / "cube.tif")
+    np.testing.assert_allclose(np.moveaxis(out, 0, -1), got, atol=1e-6)

@@ -345,7 +345,8 @@ def cuda_cases(simulated: bool) -> None:
             if nonneg:
                 assert (got[ok, :K] >= 0).all()
             if sum_to_one:
-                np.testing.assert_allclose(got[ok, :K].astype(np.float64).sum(axis=1), 1.0, atol=2 * K * np.finfo(acc).eps)
+                total = got[ok, :K].astype(np.float64).sum(axis=1)
+                np.testing.assert_allclose(total, 1.0, atol=2 * K * np.finfo(acc).eps)
             if acc == np.float64:
                 some = np.flatnonzero(ok)[:100]
                 np.testing.assert_allclose(got[some, :K], oracle(E, Y[some], mode), atol=1e-6)

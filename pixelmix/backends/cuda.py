@@ -188,10 +188,10 @@ class _Launch:
         args = kernel_args(request, lut, lut_offset, start)
         table, params = args["table"], args["params"]
         cap = kc.scratch_width(table)
-        first = request.program.first_affine(start)
+        first = kc.first_mixing_step(table, start)
         w0 = kc.first_affine_weights(table, params, cap, first)
         shared = w0.nbytes <= config.SHARED_BYTES
-        self.kernel = kc.program_kernel(cap, request.acc_dtype.name)
+        self.kernel = kc.program_kernel(cap, request.acc_dtype.name, kc.unmix_width(table, params))
         self.shared_bytes = int(w0.nbytes) if shared else 0
         self.threads = int(threads_per_block or config.THREADS_PER_BLOCK)
         if self.threads < 1:

@@ -170,8 +170,6 @@ def peak_extra_mb(fn: Callable[[], object]) -> float | None:
     return max(0.0, (peak - before) / 1024)
 
 
-copy_bandwidth = machine.copy_bandwidth
-
 
 class IdleLog:
     """How long each library's leftover threads kept the cores busy after its calls."""
@@ -245,6 +243,18 @@ def share_of(prefix: str, ours: list[float], reference: list[float], what: str, 
     if len(shares) > 1:
         text += f" ({shares[0]:.0%}-{shares[-1]:.0%})"
     return f"{text} of {what} ({goal})"
+
+
+def speedup(times: dict[str, list[float]], ours: str, theirs: str, goal: float | None = None) -> str:
+    """``"pixelmix 4.30x (4.10-4.60) as fast as <theirs> (goal: at least 5x: not met)"``, round by round."""
+    x = sorted(t / o for o, t in zip(times[ours], times[theirs]))
+    text = f"{ours} {statistics.median(x):.2f}x"
+    if len(x) > 1:
+        text += f" ({x[0]:.2f}-{x[-1]:.2f})"
+    text += f" as fast as {theirs}"
+    if goal is not None:
+        text += f" (goal: at least {goal:g}x: {'met' if statistics.median(x) >= goal else 'not met'})"
+    return text
 
 
 def slowdown(prefix: str, after: list[float], alone: list[float], goal: str) -> str:

@@ -33,7 +33,7 @@ def _make_files(directory: str, n_files: int, shape, rng) -> list[str]:
     for i in range(n_files):
         path = os.path.join(directory, f"stack{i:02d}.tif")
         tifffile.imwrite(path, rng.integers(0, 4096, size=shape, dtype=np.uint16),
-                         metadata={"axes": "CYX"})
+                         photometric="minisblack", metadata={"axes": "CYX"})
         paths.append(path)
     return paths
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Case, Impl, not_installed, optional, share_of
+from . import Case, Impl, not_installed, optional, share_of, speedup
 
 N_COMPONENTS = 8
 PIECE = 64 * 2**20
@@ -163,6 +163,7 @@ def _in_memory_case(size: str) -> Case:
             lambda: PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat), "sklearn")
         theirs = _signed(PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat).components_)
         case.notes.append(f"max |pixelmix - sklearn| over the components: {np.abs(ours - theirs).max():.1e}")
+        case.summarize = lambda t: [speedup(t, "pixelmix fit_pca", "sklearn PCA covariance_eigh", 1.0)]
     if optional("Spectral Python") is None:
         case.missing["spectral principal_components"] = not_installed("Spectral Python")
     else:

@@ -1,7 +1,7 @@
 """``pixelmix bench --suite large``: a 2 GiB TIFF stack through the command line.
 
 Writes a uint16 channels-first stack of 64 x 4096 x 4096 (2 GiB; ``quick``:
-64 x 512 x 512; ``tiny``: 4 x 64 x 64) and runs ``pixelmix apply`` on it in a subprocess, mixing
+64 x 512 x 512; ``tiny``: 64 x 32 x 32) and runs ``pixelmix apply`` on it in a subprocess, mixing
 its channels into 16 float32 ones (a 1 GiB output), while sampling the
 subprocess's private resident memory (``RssAnon`` in ``/proc/PID/status``;
 the file pages of the memory-mapped input and output are page cache and do
@@ -103,7 +103,7 @@ def _io_only(src: Path, out_bytes: int, dst: Path) -> None:
         os.fsync(f.fileno())
 
 
-SHAPES = {"full": (64, 4096, 4096), "quick": (64, 512, 512), "tiny": (4, 64, 64)}
+SHAPES = {"full": (64, 4096, 4096), "quick": (64, 512, 512), "tiny": (64, 32, 32)}
 
 
 def cases(size: str, backend: str) -> list[Case]:

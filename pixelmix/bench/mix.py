@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Case, Impl, not_installed, optional, slowdown
+from . import Case, Impl, not_installed, optional, slowdown, speedup
 
 # JPEG (full range, BT.601) YCbCr: the usual 3x3 + bias with 8-bit output.
 YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 YCBCR_BIAS = np.array([0.0, 128.0, 128.0])
 GRAY = np.array([[0.299, 0.587, 0.114]])
+
+# The speed-ups over the strongest anchor that issue 14 asks for (the floors).
+GOALS = {"cf": 5.0, "cl": 1.5, "gray": 1.0, "ycbcr": 1.0}
 
 SIZES = {
     "full": {"cf": (64, 2048, 2048), "cl": (512, 512, 224), "rgb": 4096, "pipe": ((64, 1024, 1024), 1536)},
@@ -101,13 +104,17 @@ def _float_case(name, shape, dtype, axis, k, rng, backend) -> Case:
         impls["numpy (astype + matmul)"] = Impl(lambda: _blas_last(x, w32t, b32), "numpy")
         form = "numpy: X.reshape(-1, C) @ W.T + b (one BLAS call)"
     missing = {}
+    ours = f"pixelmix ({backend})"
+    goal = GOALS["cf" if axis == 0 else "cl"]
+    summarize = lambda t: [speedup(t, ours, "numpy (astype + matmul)", goal)]  # noqa: E731
     torch = optional("PyTorch")
     if torch is None:
         missing["torch conv2d 1x1"] = not_installed("PyTorch")
     else:
         impls["torch conv2d 1x1"] = _torch_impl(torch, x, w, b, axis)
     out_bytes = x.size // c * k * 4
-    return Case(name=name, impls=impls, bytes_moved=x.nbytes + out_bytes, notes=[form], missing=missing)
+    return Case(name=name, impls=impls, bytes_moved=x.nbytes + out_bytes, notes=[form], missing=missing,
+                summarize=summarize)
 
 
 def _mismatch_note(label: str, theirs: np.ndarray, exact: np.ndarray) -> str:
@@ -147,6 +154,10 @@ def _uint8_cases(side: int, rng, backend) -> list[Case]:
         ycc_case.missing["opencv transform"] = not_installed("OpenCV")
         ycc_case.missing["opencv cvtColor RGB2YCrCb"] = not_installed("OpenCV")
         return [gray_case, ycc_case]
+    ours = f"pixelmix ({backend})"
+    gray_case.summarize = lambda t: [speedup(t, ours, "opencv cvtColor RGB2GRAY", GOALS["gray"])]
+    ycc_case.summarize = lambda t: [speedup(t, ours, "opencv transform", GOALS["ycbcr"]),
+                                    speedup(t, ours, "opencv cvtColor RGB2YCrCb")]
     matrix = np.hstack([YCBCR, YCBCR_BIAS[:, None]]).astype(np.float32)
     gray_case.impls["opencv cvtColor RGB2GRAY"] = Impl(lambda: cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), "opencv")
     ycc_case.impls["opencv transform"] = Impl(lambda: cv2.transform(image, matrix), "opencv")

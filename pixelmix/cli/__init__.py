@@ -9,9 +9,11 @@ Here: the parser made of them, and :func:`main`.
 
 Exit status: 0 when everything succeeded, 1 when some input failed (the
 others were still processed), 2 for a usage error or a failure before any
-input was touched (a bad mixer file, an output directory equal to the input
-directory). Expected failures print one line, no traceback; ``--debug``
-adds the traceback.
+input was touched (a mixer file that is missing, unreadable or malformed,
+an output directory equal to the input directory, an existing file, or one
+that cannot be created), 130 after Ctrl-C. Expected failures print one
+line, no traceback; ``--debug`` adds the traceback. Names in messages have
+their control characters escaped, so each report stays one line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import sys
 import traceback
 
+from ..io.names import shown
 from ..jobs.file import failure_reason
 from . import apply, bench, demo, fit, info
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, formatter
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         if debug:
             traceback.print_exc()
-        print(f"pixelmix {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pixelmix {args.command}: error: {shown(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pixelmix: interrupted", file=sys.stderr)
@@ -89,6 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"pixelmix {args.command}: error: {failure_reason(exc)} (run with --debug for details)",
+            print(f"pixelmix {args.command}: error: {shown(failure_reason(exc))} (run with --debug for details)",
                   file=sys.stderr)
         return EXIT_FAILED

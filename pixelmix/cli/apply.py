@@ -7,11 +7,12 @@ from functools import partial
 
 from ..backends import cuda as cuda_backend
 from ..dispatch import BACKENDS
+from ..io.names import shown
 from ..io.write import codec_problem
 from ..io.zarr import is_zarr_path
 from ..jobs.batch import run_local
 from ..jobs.cluster import connect_and_run
-from .common import EXIT_FAILED, EXIT_OK, UsageError, add_channel_axis, formatter
+from .common import EXIT_FAILED, EXIT_OK, UsageError, add_channel_axis, add_max_ratio, formatter
 from .programs import load_program
 
 _DESCRIPTION = (
@@ -19,7 +20,11 @@ _DESCRIPTION = (
     "streaming in slabs with bounded memory, and write OUTDIR/<same name>. Outputs keep "
     "the input's axes (C replaced by the mixer's outputs), calibration, and record the "
     "output channel names and the mixer. Each output is written to a temporary file and "
-    "renamed into place when complete; one bad input never stops the others."
+    "renamed into place when complete; one bad input never stops the others.\n\n"
+    "An existing output is never replaced without --overwrite (or --resume redoing it), "
+    "also when another run writing the same directory finishes it first. A disk too full "
+    "for an output fails that input alone, with the space it needs. Inputs whose tags claim "
+    "more pixels than the file can hold are refused before anything is written."
 )
 _EPILOG = (
     "examples:\n"
@@ -47,6 +52,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("-o", "--output", metavar="OUTDIR",
                    help="output directory (required), or NAME.zarr for one Zarr/OME-Zarr store")
     add_channel_axis(p)
+    add_max_ratio(p)
     _add_output_options(p)
     _add_cluster_options(p)
     p.set_defaults(func=run)
@@ -73,7 +79,9 @@ def _add_output_options(p) -> None:
                    help="input value marking missing pixels")
     p.add_argument("--compression", default="none", choices=["none", "zlib", "zstd", "lzw"],
                    help="output compression (default none: fastest, memory-mappable)")
-    p.add_argument("--resume", action="store_true", help="skip inputs whose output is complete")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs whose output is complete and made by the same mixer (the "
+                   "SHA-256 in its provenance), dtype and nodata; redo (replace) the others")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS),
@@ -132,15 +140,16 @@ def run(args) -> int:
             compression=None if args.compression == "none" else args.compression,
             backend=args.backend,
             max_bytes=int(args.slab_mb * 2**20),
+            max_ratio=args.max_ratio,
         )
     except ValueError as exc:  # refused before any input was touched
         raise UsageError(str(exc)) from None
     if args.debug:
         for r in summary.results:
             if r.traceback:
-                print(f"--- {r.src}\n{r.traceback}", file=sys.stderr)
+                print(f"--- {shown(r.src)}\n{r.traceback}", file=sys.stderr)
     for r in summary.results:
         if r.status == "done" and not args.quiet:
-            print(f"wrote {r.dst}")
+            print(f"wrote {shown(r.dst)}")
     print(summary.text(), file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_FAILED

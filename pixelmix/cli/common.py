@@ -6,10 +6,11 @@ import argparse
 import sys
 import traceback
 
+from ..io.names import shown
 from ..jobs.file import failure_reason
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "UsageError", "formatter", "add_channel_axis",
-           "report_failure"]
+           "add_max_ratio", "report_failure"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -29,9 +30,17 @@ def add_channel_axis(parser) -> None:
                         help="override the channel axis found from the file's axes")
 
 
+def add_max_ratio(parser) -> None:
+    """The ``--max-ratio R`` option of the commands that read files (see ``pixelmix.io.read``)."""
+    parser.add_argument("--max-ratio", type=float, default=None, metavar="R",
+                        help="read inputs whose pixels claim up to R bytes per stored byte (default: "
+                        "what the file's codec can reach; uncompressed data must store every pixel); "
+                        "for genuine sparse or blank files whose size pixelmix refuses; inf: no ratio check")
+
+
 def report_failure(where: str, exc: BaseException, debug: bool) -> None:
     """Print one line about ``exc`` on stderr (after its traceback with ``debug``)."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    print(f"pixelmix: error: {where}: {failure_reason(exc, where)}" if where else f"pixelmix: error: {failure_reason(exc)}",
-          file=sys.stderr)
+    reason = shown(failure_reason(exc, where))
+    print(f"pixelmix: error: {shown(where)}: {reason}" if where else f"pixelmix: error: {reason}", file=sys.stderr)

@@ -6,9 +6,10 @@ import json
 import sys
 
 from ..backends import cuda as cuda_backend
+from ..io.names import shown
 from ..io.read import open_stack
 from ..jobs.batch import expand_inputs
-from .common import EXIT_FAILED, EXIT_OK, UsageError, add_channel_axis, formatter, report_failure
+from .common import EXIT_FAILED, EXIT_OK, UsageError, add_channel_axis, add_max_ratio, formatter, report_failure
 
 
 def add_parser(sub, common) -> None:
@@ -26,6 +27,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--gpu", action="store_true",
                    help="say which GPU pixelmix can use (and why not, if none)")
     add_channel_axis(p)
+    add_max_ratio(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(func=run)
 
@@ -41,11 +43,11 @@ def run(args) -> int:
     files, missing = expand_inputs(args.files)
     status = EXIT_OK
     for m in missing:
-        print(f"pixelmix: {m.src}: {m.reason}", file=sys.stderr)
+        print(f"pixelmix: {shown(m.src)}: {m.reason}", file=sys.stderr)
         status = EXIT_FAILED
     for path in files:
         try:
-            with open_stack(path, channel_axis=args.channel_axis) as s:
+            with open_stack(path, channel_axis=args.channel_axis, max_ratio=args.max_ratio) as s:
                 record = {
                     "path": str(path), "shape": list(s.shape), "axes": s.axes, "dtype": s.dtype.name,
                     "channel_axis": s.channel_axis, "channels": s.n_channels,
@@ -65,16 +67,16 @@ def run(args) -> int:
 
 
 def info_text(r: dict) -> str:
-    """The human-readable lines of one ``info`` record."""
+    """The human-readable lines of one ``info`` record (control characters in names escaped)."""
     lines = [
-        f"{r['path']}",
+        f"{shown(r['path'])}",
         f"  shape {tuple(r['shape'])}  axes {r['axes']}  dtype {r['dtype']}  "
         f"({r['bytes'] / 1e6:.1f} MB, {r['kind']}, compression {r['compression']}"
         f"{', memory-mapped' if r['memory_mapped'] else ''})",
         f"  channels: {r['channels']} on axis {r['channel_axis']} ({r['axes'][r['channel_axis']]})",
     ]
     if r["channel_names"]:
-        lines.append(f"  channel names: {_ellipsis(r['channel_names'])}")
+        lines.append(f"  channel names: {_ellipsis([shown(n) for n in r['channel_names']])}")
     if r["wavelengths"]:
         w = r["wavelengths"]
         lines.append(f"  wavelengths: {min(w):g} to {max(w):g} nm ({len(w)} channels)")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import presets
+from ..fileformat import MixerFileError
+from ..io.names import shown
 from ..io.read import open_stack
 from ..jobs.batch import expand_inputs
 from ..mixer import Mixer
@@ -21,16 +23,29 @@ __all__ = ["load_program"]
 def load_program(args):
     """The Mixer or Program of ``--mixer``, ``--preset`` or ``--matrix`` (None for ``--preset list``)."""
     if args.mixer:
-        path = Path(args.mixer)
-        if not path.is_file():
-            raise UsageError(f"mixer file {path} does not exist")
-        try:
-            return load(path)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"cannot read mixer file {path}: {exc}") from None
+        return mixer_program(Path(args.mixer))
     if args.preset:
         return preset_program(args.preset, args.preset_option, args.files, args.channel_axis)
     return matrix_program(args.matrix, args.bias)
+
+
+def mixer_program(path: Path):
+    """The program of ``--mixer PATH``; any problem with the file is one UsageError line.
+
+    The line is "cannot read mixer file PATH: what is wrong" (or "mixer
+    file PATH does not exist"), never an internal exception name.
+    """
+    if not path.exists():
+        raise UsageError(f"mixer file {shown(path)} does not exist")
+    if path.is_dir():
+        raise UsageError(f"cannot read mixer file {shown(path)}: it is a directory")
+    try:
+        return load(path)
+    except MixerFileError as exc:
+        raise UsageError(shown(exc)) from None
+    except (ValueError, KeyError, TypeError, OSError, RecursionError, OverflowError) as exc:
+        # pixelmix.load reports its problems as MixerFileError; this is a safety net
+        raise UsageError(f"cannot read mixer file {shown(path)}: {shown(exc)}") from None
 
 
 def _parse_numbers(text: str, what: str) -> np.ndarray:
@@ -40,8 +55,8 @@ def _parse_numbers(text: str, what: str) -> np.ndarray:
             return np.array(json.loads(text), dtype=np.float64)
         rows = [r for r in text.split(";") if r.strip()]
         return np.array([[float(v) for v in r.replace(" ", ",").split(",") if v] for r in rows])
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {what} {text!r}: {exc}; write rows as 'a,b,c;d,e,f'") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise UsageError(f"cannot read {what} {shown(text[:200])!r}: {shown(exc)}; write rows as 'a,b,c;d,e,f'") from None
 
 
 def matrix_program(matrix: str, bias: str | None):
@@ -52,19 +67,22 @@ def matrix_program(matrix: str, bias: str | None):
         if suffix == ".json":
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path} is not valid JSON: {exc}") from None
+            except (ValueError, RecursionError, OSError) as exc:  # bad JSON, not UTF-8, nested too deep
+                raise UsageError(f"{shown(path)} is not valid JSON: {shown(exc)}") from None
             if isinstance(doc, dict) and doc.get("format") == "pixelmix":
                 if bias is not None:
                     raise UsageError("--bias cannot be combined with a pixelmix mixer file")
-                return load(path)
+                return mixer_program(path)
             if isinstance(doc, dict):
                 weights, file_bias = doc.get("weights"), doc.get("bias")
                 if weights is None:
-                    raise UsageError(f"{path} holds no 'weights' entry")
+                    raise UsageError(f"{shown(path)} holds no 'weights' entry")
             else:
                 weights, file_bias = doc, None
-            weights = np.array(weights, dtype=np.float64)
+            try:
+                weights = np.array(weights, dtype=np.float64)
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                raise UsageError(f"cannot read the matrix in {shown(path)}: {shown(exc)}") from None
         else:
             try:
                 weights = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, ndmin=2)
@@ -78,8 +96,8 @@ def matrix_program(matrix: str, bias: str | None):
     b = file_bias if bias is None else _parse_numbers(bias, "--bias").ravel()
     try:
         return Mixer(weights, b, metadata={"method": "matrix", "source": matrix})
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"bad --matrix: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UsageError(f"bad --matrix: {shown(exc)}") from None
 
 
 def preset_program(name: str, options: list[str], files: list[str], channel_axis):

@@ -7,8 +7,12 @@
 - :mod:`pixelmix.io.write`: :func:`~pixelmix.io.write.create_stack` (memory-mapped)
   and :func:`~pixelmix.io.write.write_stack` (tiled, compressed), with metadata.
 - :mod:`pixelmix.io.zarr`: Zarr / OME-Zarr image groups.
-- :mod:`pixelmix.io.publish`: temporary names, fsync and rename into place,
-  removal of the temporaries of dead runs.
+- :mod:`pixelmix.io.publish`: temporary names, fsync and move into place
+  (never over an output another run published, unless asked), removal of
+  the temporaries of dead runs.
+- :mod:`pixelmix.io.space`: the blocks of a memory-mapped output reserved
+  first, so a full disk is an error for that file, never a SIGBUS.
+- :mod:`pixelmix.io.names`: channel names made storable, names made printable.
 
 Of pixelmix this package imports only :mod:`pixelmix.plan` (never jobs,
 cli, learn or dispatch); tifffile, zarr and imagecodecs are imported when a

@@ -6,12 +6,21 @@ pages are page cache, not private memory; the kernel is asked to read the
 next slab ahead while the current one is mixed). Otherwise the tiles or
 strips a slab touches are read and decoded through tifffile's zarr store,
 by a reader thread that keeps one slab ahead of the consumer. Slabs are cut
-by :func:`pixelmix.plan.plan_slabs`; the metadata is parsed by
-:mod:`pixelmix.io.metadata`.
+by :func:`pixelmix.plan.plan_slabs` (a lazy plan: an absurd claimed size
+costs nothing to plan); the metadata is parsed by :mod:`pixelmix.io.metadata`.
+
+Before anything is planned or created, a file must be able to hold the
+pixels it claims: every page must list all its strips or tiles, the data
+must lie inside the file, and the stored bytes must cover the claimed
+pixels (uncompressed) or at least their share at the best ratio the codec
+can reach (compressed; :data:`CODEC_MAX_RATIO`, :data:`MAX_COMPRESSION_RATIO`).
+A 16 x 16 page whose tags claim 10^6 x 10^6 pixels is refused in
+milliseconds instead of becoming a 2 TB output.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import mmap
@@ -26,8 +35,27 @@ import numpy as np
 
 from ..plan import normalize_axis, plan_slabs
 from .metadata import read_metadata
+from .names import shown
+from .write import PROVENANCE_KEY
 
-__all__ = ["TiffStack", "open_stack"]
+__all__ = ["TiffStack", "open_stack", "read_provenance", "CODEC_MAX_RATIO", "MAX_COMPRESSION_RATIO"]
+
+# Bytes of pixels per stored byte that a codec reaches at best (with some room):
+# deflate about 1032:1, TIFF's 12-bit LZW about 1400:1, PackBits 64:1, zstd
+# 32768:1 (a 4-byte RLE block per 128 KB). A file claiming more is lying.
+CODEC_MAX_RATIO = {
+    "NONE": 1.0,
+    "PACKBITS": 70.0,
+    "ADOBE_DEFLATE": 1100.0,
+    "DEFLATE": 1100.0,
+    "LZW": 1500.0,
+    "ZSTD": 33000.0,
+    "ZSTD_DEPRECATED": 33000.0,
+}
+# The same for codecs without a known bound (JPEG, LERC, LZMA, WebP, ...); read
+# at call time. A genuine file beyond it (sparse tiles, a blank image) is read
+# with max_ratio= (``pixelmix apply --max-ratio``).
+MAX_COMPRESSION_RATIO = 1000.0
 
 
 class TiffStack:
@@ -57,9 +85,12 @@ class TiffStack:
         Compression of the pixel data (``"NONE"``, ``"ADOBE_DEFLATE"``, ...).
     is_memmap : bool
         Whether slabs are views of a memory map (contiguous uncompressed data).
+    provenance : dict or None
+        The record of how pixelmix made the file (an output of ``pixelmix
+        apply``), else None; read when first asked for.
     """
 
-    def __init__(self, path, channel_axis: int | None = None):
+    def __init__(self, path, channel_axis: int | None = None, *, max_ratio: float | None = None):
         import tifffile
 
         self.path = Path(path)
@@ -71,6 +102,7 @@ class TiffStack:
         self._memmap = None
         self._zarr = None
         self._store = None
+        self._max_ratio = max_ratio
         with _TiffLog() as log:
             try:
                 self._tif = tifffile.TiffFile(self.path)
@@ -131,20 +163,32 @@ class TiffStack:
         self.wavelengths = meta.wavelengths
 
     def _check_complete(self, series) -> None:
-        """Raise if the file ends before the pixel data its tags point to."""
+        """Raise if the file cannot hold the pixels its tags claim, or ends before them."""
         size = self._tif.filehandle.size
         end = 0
         missing = 0
+        claimed = stored = 0
         try:
             for page in series.pages:
                 if page is None:
                     missing += 1
                     continue
                 offsets, counts = page.dataoffsets, page.databytecounts
+                key = page.keyframe
+                if len(offsets) < math.prod(key.chunked):
+                    raise ValueError(
+                        f"{shown(self.path)} is damaged or crafted: a page claims {key.shape} pixels, which "
+                        f"take {math.prod(key.chunked)} strips or tiles, but lists only {len(offsets)}"
+                    )
+                claimed += math.prod(key.shape) * key.bitspersample // 8
+                stored += sum(counts)
                 if offsets:
-                    end = max(end, max(o + c for o, c in zip(offsets, counts) if c))
+                    end = max(end, max((o + c for o, c in zip(offsets, counts) if c), default=0))
+        except ValueError:
+            raise
         except Exception as exc:  # tifffile raises many types for a broken IFD chain
             raise ValueError(f"{self.path} is damaged: its pages cannot be read ({exc})") from None
+        self._check_ratio(claimed, stored)
         if missing:
             raise ValueError(
                 f"{self.path} is truncated or damaged: {missing} of the "
@@ -155,6 +199,22 @@ class TiffStack:
                 f"{self.path} is truncated: the pixel data runs to byte {end} but the "
                 f"file has only {size} bytes"
             )
+
+    def _check_ratio(self, claimed: int, stored: int) -> None:
+        """Raise if ``stored`` bytes cannot hold ``claimed`` bytes of pixels at this codec's best."""
+        limit = self._max_ratio
+        if limit is None:
+            limit = CODEC_MAX_RATIO.get(self.compression, MAX_COMPRESSION_RATIO)
+        if claimed <= limit * stored:
+            return
+        what = "uncompressed" if self.compression == "NONE" else f"{self.compression}-compressed"
+        ratio = "" if stored == 0 else f" (a ratio of {claimed / stored:.3g}:1, over the {limit:g}:1 this allows)"
+        raise ValueError(
+            f"{shown(self.path)} claims {claimed / 1e6:.4g} MB of pixels (shape {tuple(self._series.shape)}) "
+            f"but stores {stored} bytes of {what} data{ratio}: its size tags are damaged or crafted; "
+            f"if the file is genuine (sparse tiles, a blank image), raise the limit with max_ratio= "
+            f"(pixelmix --max-ratio)"
+        )
 
     def _open_memmap(self, offset: int, stored: np.dtype) -> None:
         count = math.prod(self._series.shape)
@@ -184,6 +244,13 @@ class TiffStack:
         return self._zarr
 
     # -- reading ----------------------------------------------------------------
+
+    @property
+    def provenance(self) -> dict | None:
+        """The record of how pixelmix made this file (:func:`read_provenance`), or None."""
+        if not hasattr(self, "_provenance"):
+            self._provenance = read_provenance(self._tif)
+        return self._provenance
 
     @property
     def n_channels(self) -> int:
@@ -339,7 +406,9 @@ class _TiffLog(logging.Handler):
         self._logger.propagate = self._saved
 
 
-def open_stack(path: str | os.PathLike, channel_axis: int | None = None) -> TiffStack:
+def open_stack(
+    path: str | os.PathLike, channel_axis: int | None = None, *, max_ratio: float | None = None
+) -> TiffStack:
     """Open a TIFF stack for reading in slabs, without loading it.
 
     Parameters
@@ -351,6 +420,12 @@ def open_stack(path: str | os.PathLike, channel_axis: int | None = None) -> Tiff
         Overrides the channel axis found from the file's axes: ``C``, else
         ``S`` (samples), else axis 0 (a plain page stack is channels-first).
         Negative values count from the end.
+    max_ratio : float, optional
+        The most bytes of pixels one stored byte may claim to hold (default:
+        what the file's codec can reach, :data:`CODEC_MAX_RATIO`, 1 for
+        uncompressed data, :data:`MAX_COMPRESSION_RATIO` for other codecs).
+        Raise it for genuine sparse or blank files; ``math.inf`` turns the
+        check off.
 
     Returns
     -------
@@ -362,7 +437,8 @@ def open_stack(path: str | os.PathLike, channel_axis: int | None = None) -> Tiff
     FileNotFoundError
         No such file.
     ValueError
-        Not a TIFF file, a truncated or damaged one, or a bad ``channel_axis``.
+        Not a TIFF file, a truncated or damaged one, one that cannot hold the
+        pixels it claims, or a bad ``channel_axis``.
 
     Examples
     --------
@@ -376,7 +452,43 @@ def open_stack(path: str | os.PathLike, channel_axis: int | None = None) -> Tiff
     ...     print(stack.shape, stack.axes, stack.channel_axis, stack.channel_names)
     (2, 3, 16, 16) ZCYX 1 ['a', 'b', 'c']
     """
-    return TiffStack(path, channel_axis)
+    return TiffStack(path, channel_axis, max_ratio=max_ratio)
+
+
+def read_provenance(tif) -> dict | None:
+    """The provenance record pixelmix wrote into an open ``tifffile.TiffFile``, or None.
+
+    It is the ``pixelmix`` entry of the JSON in the OME ``Description``, or
+    of tifffile's JSON image description.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, tifffile
+    >>> from pixelmix.io.read import read_provenance
+    >>> from pixelmix.io.write import create_stack
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.ome.tif")
+    >>> out = create_stack(path, shape=(1, 8, 8), dtype=np.uint8, axes="CYX", provenance={"source": "a.tif"})
+    >>> del out
+    >>> with tifffile.TiffFile(path) as tif:
+    ...     read_provenance(tif)
+    {'source': 'a.tif'}
+    """
+    record = None
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tif.ome_metadata)
+            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            description = root.find(f"{ns}Image/{ns}Description")
+            if description is not None and description.text:
+                record = json.loads(description.text).get(PROVENANCE_KEY)
+        elif tif.is_shaped and tif.shaped_metadata:
+            record = tif.shaped_metadata[0].get(PROVENANCE_KEY)
+    except Exception:  # unreadable metadata: no record, the file is judged on its pixels
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _read_ahead(stack: TiffStack, plan, depth: int):

@@ -26,6 +26,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .names import clean_names
+from .space import is_full, no_space, reserve
+
 __all__ = [
     "output_layout",
     "page_ndim",
@@ -112,6 +115,8 @@ def _write_kwargs(
         kwargs["resolutionunit"] = calibration.pop("resolutionunit", None)
     else:
         calibration.pop("resolutionunit", None)
+    # Names may come from any mixer file or input: only storable text goes in.
+    channel_names = clean_names(channel_names)
     desc = json.dumps({PROVENANCE_KEY: provenance}) if provenance is not None else None
     if _is_ome(axes):
         meta: dict[str, Any] = {"axes": axes}
@@ -148,7 +153,11 @@ def create_stack(
     """Create an uncompressed, contiguous TIFF and return it memory-mapped for writing.
 
     Write the pixels in any order (``out[index] = ...``), then ``flush()``
-    and drop the array. Metadata as in :func:`write_stack`.
+    and drop the array. Metadata as in :func:`write_stack`. The file's
+    blocks are allocated first (:func:`pixelmix.io.space.reserve`), so a
+    full disk is an ``OSError`` here ("No space left on device (needs N
+    MB)"), never a SIGBUS while the map is written; the file is then left
+    for the caller to remove.
 
     Examples
     --------
@@ -170,7 +179,19 @@ def create_stack(
     kwargs = _write_kwargs(
         shape, dtype, axes, channel_names=channel_names, provenance=provenance, calibration=calibration
     )
-    return tifffile.memmap(os.fspath(path), shape=tuple(shape), dtype=np.dtype(dtype), **kwargs)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    try:
+        out = tifffile.memmap(os.fspath(path), shape=tuple(shape), dtype=np.dtype(dtype), **kwargs)
+    except OSError as exc:
+        if is_full(exc):
+            raise no_space(exc.errno, nbytes) from None
+        raise
+    try:
+        reserve(path)
+    except BaseException:
+        del out  # unmapped before the caller removes the file
+        raise
+    return out
 
 
 def _has_imagecodecs() -> bool:

@@ -26,13 +26,17 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ZarrImage", "is_zarr_path", "is_complete", "open_group", "ome_permutation", "stored_shape", "dir_size"]
+from .names import clean_names
+
+__all__ = ["ZarrImage", "is_zarr_path", "is_complete", "open_group", "ome_permutation", "stored_shape", "dir_size",
+           "read_provenance", "wait_for_writes"]
 
 # OME-Zarr (v0.4) axes: tifffile letter -> (name, type), in the order OME-Zarr requires.
 _OME_ORDER = "tczyx"
@@ -145,6 +149,41 @@ def is_complete(path: Path, shape, dtype) -> bool:
         return False
 
 
+def read_provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance record of the image group at ``path`` (None when it has none or is unreadable)."""
+    try:
+        record = open_group(path, "r").attrs.get("pixelmix", {}).get("provenance")
+    except Exception:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def wait_for_writes() -> None:
+    """Wait until every write Zarr has started in this process has ended (Zarr 3).
+
+    Zarr 3 writes the chunks of one assignment concurrently on its own event
+    loop; when one of them fails (a full disk) the assignment raises at once
+    while the others go on. Removing the group then races with them: they
+    recreate its files, and their own failures are printed as asyncio
+    tracebacks. Waiting for them all, and collecting their errors, ends
+    both. Zarr 2 writes synchronously: nothing to wait for.
+    """
+    try:
+        from zarr.core.sync import sync
+    except ImportError:
+        return
+
+    async def settle() -> None:
+        me = asyncio.current_task()
+        for _ in range(1000):  # a finished write may start a few more (metadata): bounded rounds
+            pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    sync(settle())
+
+
 def dir_size(path: Path) -> int:
     """Bytes of all the files under ``path``."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -183,6 +222,8 @@ class ZarrImage:
         name: str | None = None,
     ):
         path = Path(path)
+        # Names may come from any mixer file or input: only storable text goes in.
+        channel_names = clean_names(channel_names)
         perm = ome_permutation(axes, channel_axis)
         self.channel_axis = channel_axis
         self.perm = perm

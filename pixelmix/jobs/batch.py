@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..io.names import shown
 from ..io.publish import clean_stale
 from .file import FileResult, run_job, same_file
 
@@ -28,6 +29,7 @@ __all__ = [
     "progress_bar",
     "Summary",
     "TIFF_SUFFIXES",
+    "make_output_dir",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
@@ -50,7 +52,12 @@ class Summary:
         return self.count("failed") == 0
 
     def text(self) -> str:
-        """A short human-readable report: counts, bytes, throughput, failures."""
+        """A short human-readable report: counts, bytes, throughput, failures.
+
+        One line per failure, ``  FAILED PATH: reason``; control characters
+        in names are escaped (:func:`pixelmix.io.names.shown`), so a name
+        holding a newline never splits its line.
+        """
         done = [r for r in self.results if r.status == "done"]
         bytes_in = sum(r.bytes_in for r in done)
         bytes_out = sum(r.bytes_out for r in done)
@@ -63,7 +70,7 @@ class Summary:
         ]
         for r in self.results:
             if r.status == "failed":
-                lines.append(f"  FAILED {r.src}: {r.reason}")
+                lines.append(f"  FAILED {shown(r.src)}: {shown(r.reason)}")
         return "\n".join(lines)
 
 
@@ -144,19 +151,20 @@ def plan_batch(
 ) -> tuple[list[tuple[Path, Path]], list[FileResult]]:
     """The ``(input, output)`` pairs of a batch, and failed results for what cannot be done.
 
-    Refuses (``ValueError``) an output directory that holds an input, creates
-    it, removes stale temporaries with ``clean(outdir)``, and fails inputs
-    whose outputs (``output_name(src, outdir)``) would collide.
+    Refuses (``ValueError``) an output directory that holds an input, that
+    is an existing file, or that cannot be created; creates it, removes
+    stale temporaries with ``clean(outdir)``, and fails inputs whose outputs
+    (``output_name(src, outdir)``) would collide.
     """
     outdir = Path(outdir)
     files, failed = expand_inputs(inputs)
     for f in files:
         if same_file(f.parent, outdir) or f.parent.resolve() == outdir.resolve():
             raise ValueError(
-                f"the output directory {outdir} holds the input {f}: outputs keep their "
+                f"the output directory {shown(outdir)} holds the input {shown(f)}: outputs keep their "
                 f"input's name, so this would overwrite it; choose another output directory"
             )
-    outdir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(outdir)
     clean(outdir)
     names: dict[str, Path] = {}
     todo: list[tuple[Path, Path]] = []
@@ -169,6 +177,31 @@ def plan_batch(
         names[dst.name] = src
         todo.append((src, dst))
     return todo, failed
+
+
+def make_output_dir(outdir: Path) -> None:
+    """Create ``outdir`` (and its parents), or raise a ValueError saying why it cannot be.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from pixelmix.jobs.batch import make_output_dir
+    >>> f = Path(tempfile.mkdtemp()) / "a.txt"
+    >>> _ = f.write_text("")
+    >>> make_output_dir(f)
+    Traceback (most recent call last):
+    ...
+    ValueError: the output directory .../a.txt is an existing file; choose a directory
+    """
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"the output directory {shown(outdir)} is an existing file; choose a directory")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot create the output directory {shown(outdir)}: {exc.strerror or exc}"
+        ) from None
 
 
 def file_size(path: Path) -> int:
@@ -212,9 +245,13 @@ def run_local(
         (``ValueError``) when it would overwrite an input.
     program : Mixer or Program
     resume : bool
-        Skip inputs whose output is already complete (same shape and dtype).
+        Skip inputs whose output is already complete (same shape and dtype)
+        and made by the same program (SHA-256 in its provenance), dtype and
+        nodata; redo the others.
     overwrite : bool
-        Redo and replace existing outputs.
+        Redo and replace existing outputs. Without it (or ``resume``) an
+        existing output fails its input and is kept, also one that another
+        run, writing the same directory, publishes meanwhile.
     quiet : bool
         No progress bar (there is none anyway when stderr is not a terminal).
     debug : bool
@@ -224,7 +261,7 @@ def run_local(
     **options
         Passed to :func:`pixelmix.jobs.file.process_file` (``channel_axis``,
         ``dtype``, ``nodata``, ``compression``, ``backend``, ``tile``,
-        ``max_bytes``).
+        ``max_bytes``, ``max_ratio``).
 
     Returns
     -------

@@ -18,16 +18,27 @@ it connects as the command line asks, then runs :func:`run_on_cluster`.
 Workers must see the input and output paths under the same names (a shared
 file system) and have the same pixelmix installed. Dask is imported only
 when these functions run.
+
+The temporaries of a worker that dies (killed, out of memory) are removed
+before the batch returns: stale temporaries are cleaned on the client and on
+every worker's host, at the start and at the end of a run, each host
+removing the entries of its own dead processes. The processes of a local
+cluster ignore Ctrl-C, which the terminal sends to the whole process group:
+the client alone stops, with one line, and shuts them down.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..io.names import shown
 from ..io.publish import clean_stale, clean_stale_dirs
 from ..io.zarr import is_zarr_path, open_group
 from .batch import Summary, file_size, output_path, plan_batch, progress_bar
@@ -78,12 +89,37 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None) -> It
     # Workers are started with spawn, never fork: a forked child of a process
     # that has run OpenMP-backed Numba kernels (the "omp" threading layer) is
     # terminated by Numba, as GNU OpenMP is not fork-safe.
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), _without_ctrl_c():
+        # Only errors from the cluster's own logs: pixelmix reports each file itself,
+        # and a Ctrl-C would otherwise add a warning per cancelled task.
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env,
+            silence_logs=logging.ERROR,
         )
     with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _without_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while a local cluster's processes start: they inherit the ignored signal.
+
+    So do the workers their nannies restart later. Ctrl-C reaches every process of the terminal's process group: without
+    this each worker and nanny prints its own traceback. The client keeps
+    Python's handler, stops with one line, and closes the cluster.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler set outside Python: leave it alone
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def zarr_output_path(src: str | os.PathLike, store: str | os.PathLike) -> Path:
@@ -102,6 +138,22 @@ def zarr_output_path(src: str | os.PathLike, store: str | os.PathLike) -> Path:
             name = name[: -len(suffix)]
             break
     return Path(store) / name
+
+
+def _clean_here(outdir: str, dirs: bool) -> int:
+    """Remove this host's stale temporaries in ``outdir``; run on each worker. Never raises."""
+    try:
+        return len(clean_stale(outdir, dirs=dirs))
+    except Exception:
+        return 0
+
+
+def _clean_everywhere(client, outdir: Path, zarr_out: bool) -> None:
+    """Stale temporaries removed here and on every worker's host (a dead worker's, for one)."""
+    _clean_here(str(outdir), zarr_out)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.run(_clean_here, str(outdir.resolve()), zarr_out)
 
 
 def _plan(inputs, outdir: Path, zarr_out: bool):
@@ -125,8 +177,11 @@ def _zarr_options(outdir: Path, options: dict[str, Any]) -> dict[str, Any]:
             f"TIFF output only; Zarr output is chunked and compressed with Zarr's default codec"
         )
     if outdir.exists() and not outdir.is_dir():
-        raise ValueError(f"{outdir} exists and is not a Zarr store (a directory)")
-    open_group(outdir, "a")  # the store's root group, so readers see one store
+        raise ValueError(f"{shown(outdir)} exists and is not a Zarr store (a directory)")
+    try:
+        open_group(outdir, "a")  # the store's root group, so readers see one store
+    except OSError as exc:
+        raise ValueError(f"cannot create the Zarr store {shown(outdir)}: {exc.strerror or exc}") from None
     return {k: v for k, v in options.items() if k not in ("compression", "tile")}
 
 
@@ -194,6 +249,8 @@ def run_on_cluster(
     if zarr_out:
         options = _zarr_options(outdir, options)
     todo, results = _plan(inputs, outdir, zarr_out)
+    if client is not None:
+        _clean_everywhere(client, outdir, zarr_out)  # the workers' hosts too
     summary = Summary(results=results)
     sizes = {src: file_size(src) for src, *_ in todo}
     bar = progress_bar(sum(sizes.values()), quiet=quiet, stream=stream)
@@ -207,8 +264,9 @@ def run_on_cluster(
         else:
             from distributed import as_completed
 
-            # One copy of the program on the cluster, shared by every task.
-            [shared] = client.scatter([program], broadcast=False, hash=False)
+            # The program once per worker, shared by its tasks: on every worker, so
+            # one that dies does not take the only copy (and every task) with it.
+            [shared] = client.scatter([program], broadcast=True, hash=False)
             futures = {
                 client.submit(run_job, src_abs, dst_abs, shared, **args, pure=False): (src, dst)
                 for src, dst, src_abs, dst_abs in todo
@@ -222,6 +280,9 @@ def run_on_cluster(
                     done[src] = FileResult(src, dst, "failed", f"on the cluster: {failure_reason(exc)}")
                 bar.update(sizes[src])
             summary.results.extend(done[src] for src, *_ in todo)
+            # A worker that died mid-file left its temporary behind (its task may
+            # have been redone elsewhere): remove it now, not at the next run.
+            _clean_everywhere(client, outdir, zarr_out)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -255,5 +316,11 @@ def connect_and_run(
         raise ValueError(f"--workers must be at least 1, got {n_workers}")
     if scheduler is None and not local and n_workers is None:
         return run_on_cluster(inputs, outdir, program, **kwargs)
-    with connect(scheduler, n_workers=n_workers) as client:
-        return run_on_cluster(inputs, outdir, program, client=client, **kwargs)
+    try:
+        with connect(scheduler, n_workers=n_workers) as client:
+            return run_on_cluster(inputs, outdir, program, client=client, **kwargs)
+    finally:
+        # Interrupted (Ctrl-C): a local cluster's workers were stopped mid-file
+        # when it closed; their temporaries go now.
+        if os.path.isdir(outdir):
+            _clean_here(str(outdir), is_zarr_path(outdir))

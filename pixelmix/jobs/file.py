@@ -7,17 +7,28 @@
   disk, so a crash or SIGKILL never leaves a partial output under the final
   name. Errors are raised.
 - :func:`run_job` is what a batch runs for each input, here or on a cluster
-  worker: it skips an input whose output is already complete (``resume``)
-  and turns any error into a failed :class:`FileResult`, never raising.
+  worker: it skips an input whose output is already complete and made by
+  the same program (``resume``) and turns any error into a failed
+  :class:`FileResult`, never raising.
 
-Every output records its provenance (:func:`provenance`): the program, its
-SHA-256, the source, the output dtype and the time.
+An existing output is replaced only when asked (``overwrite``, or
+``resume`` redoing an output that is incomplete or made otherwise); an
+output that another run publishes first, while this one is writing, is
+kept and this input fails with "appeared while this output was written"
+(or is skipped under ``resume`` when it is the same output). A file that
+does not fit on the disk fails alone, with the space it needs.
+
+Every output records its provenance (:func:`provenance`): the program's
+SHA-256, the program itself when its JSON is at most
+:data:`PROVENANCE_MAX_BYTES` (else a bounded summary), the source, the
+output dtype, nodata and the time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import traceback
@@ -31,8 +42,10 @@ import numpy as np
 from .. import __version__, config
 from ..dispatch import BACKENDS
 from ..io import zarr as zarr_io
+from ..io.names import shown
 from ..io.publish import published
 from ..io.read import open_stack
+from ..io.space import is_full, no_space, reserve
 from ..io.write import create_stack, in_file_order, output_layout, page_ndim, page_tiles, write_stack
 from ..ops import Program
 from ..plan import output_dtype, plan_slabs
@@ -45,11 +58,20 @@ __all__ = [
     "is_complete",
     "failure_reason",
     "provenance",
+    "program_sha256",
+    "same_origin",
     "program_info",
+    "PROVENANCE_MAX_BYTES",
 ]
 
-# Provenance embeds the program only up to this many numbers (else a digest).
-_PROVENANCE_MAX_PARAMS = 100_000
+# Provenance embeds the program whole only when its JSON is at most this many
+# bytes; a larger one (a huge matrix, a hostile metadata string) is recorded
+# by its SHA-256 and a summary of at most about 8 KB, so every output carries
+# a bounded record.
+PROVENANCE_MAX_BYTES = 2**20
+# Bounds of the summary of a program too large to embed.
+_SUMMARY_NAMES = 32
+_SUMMARY_TEXT = 2048
 
 
 @dataclass
@@ -77,7 +99,8 @@ def failure_reason(exc: BaseException, path=None) -> str:
     """
     text = str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+        # A full disk is about the disk, not the temporary entry that hit it.
+        text = exc.strerror + (f": {shown(exc.filename)}" if exc.filename and not is_full(exc) else "")
     if not text or not isinstance(exc, (ValueError, TypeError, OSError, ImportError)):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if path is not None:
@@ -109,22 +132,105 @@ def program_info(program) -> tuple[int | None, int | None, list[str] | None]:
     return program.n_inputs, program.n_outputs, None if names is None else list(names)
 
 
-def provenance(program, src: Path, dtype: np.dtype, nodata) -> dict[str, Any]:
-    """The record of how an output was made, JSON-ready (the program itself if not huge)."""
+def _program_text(program) -> tuple[dict[str, Any], str]:
     body = program.to_dict()
-    text = json.dumps(body, sort_keys=True)
+    return body, json.dumps(body, sort_keys=True)
+
+
+def program_sha256(program) -> str:
+    """SHA-256 of the program's canonical JSON: what provenance records and ``resume`` compares.
+
+    Examples
+    --------
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import program_sha256
+    >>> program_sha256(pm.Mixer([[1.0, 2.0]])) == program_sha256(pm.Mixer([[1.0, 2.0]]))
+    True
+    >>> program_sha256(pm.Mixer([[1.0, 2.0]])) == program_sha256(pm.Mixer([[2.0, 1.0]]))
+    False
+    """
+    return hashlib.sha256(_program_text(program)[1].encode()).hexdigest()
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _summary(body: dict[str, Any], program, n_bytes: int) -> dict[str, Any]:
+    """What a program too large to embed leaves in provenance: kind, sizes, a few names."""
+    n_in, n_out, names = program_info(program)
+    summary: dict[str, Any] = {
+        "kind": body.get("kind"),
+        "n_inputs": n_in,
+        "n_outputs": n_out,
+        "json_bytes": n_bytes,
+        "note": f"the program's JSON is over {PROVENANCE_MAX_BYTES} bytes: only this summary is kept",
+    }
+    if isinstance(body.get("steps"), list):
+        summary["n_steps"] = len(body["steps"])
+    if names:
+        summary["output_names"] = [_cut(str(n), 64) for n in names[:_SUMMARY_NAMES]]
+    metadata = body.get("metadata")
+    if metadata:
+        summary["metadata"] = _cut(json.dumps(metadata, sort_keys=True), _SUMMARY_TEXT)
+    return summary
+
+
+def provenance(program, src: Path, dtype: np.dtype, nodata) -> dict[str, Any]:
+    """The record of how an output was made, JSON-ready and bounded in size.
+
+    It holds the program's SHA-256 (:func:`program_sha256`), and the
+    program itself when its JSON is at most :data:`PROVENANCE_MAX_BYTES`,
+    else a summary of a few KB (kind, sizes, the first output names, the
+    start of the metadata).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import provenance
+    >>> huge = pm.Mixer([[1.0]], metadata={"note": "x" * 10**7})
+    >>> record = provenance(huge, Path("a.tif"), np.dtype("float32"), None)
+    >>> "program" in record, len(str(record)) < 8000, record["program_summary"]["n_outputs"]
+    (False, True, 1)
+    """
+    body, text = _program_text(program)
     record: dict[str, Any] = {
         "software": f"pixelmix {__version__}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": src.name,
+        "source": _cut(src.name, 512),
         "dtype": dtype.name,
         "nodata": nodata,
         "program_sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
-    n_params = text.count(",")
-    if n_params <= _PROVENANCE_MAX_PARAMS:
+    if len(text) <= PROVENANCE_MAX_BYTES:  # ASCII: json.dumps escapes the rest
         record["program"] = body
+    else:
+        record["program_summary"] = _summary(body, program, len(text))
     return record
+
+
+def same_origin(record: dict[str, Any] | None, sha256: str, dtype, nodata) -> bool:
+    """Whether a provenance ``record`` says its output was made by this program, dtype and nodata.
+
+    Examples
+    --------
+    >>> from pixelmix.jobs.file import same_origin
+    >>> record = {"program_sha256": "ab12", "dtype": "float32", "nodata": None}
+    >>> same_origin(record, "ab12", "float32", None), same_origin(record, "cd34", "float32", None)
+    (True, False)
+    """
+    if not isinstance(record, dict) or record.get("dtype") is None:
+        return False
+    try:
+        return (
+            record.get("program_sha256") == sha256
+            and np.dtype(record.get("dtype")) == np.dtype(dtype)
+            and record.get("nodata") == nodata
+        )
+    except TypeError:
+        return False
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -135,13 +241,27 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def is_complete(dst: str | os.PathLike, shape: tuple[int, ...] | None = None, dtype=None) -> bool:
-    """Whether ``dst`` is a whole, readable TIFF (of ``shape`` and ``dtype`` if given)."""
+def is_complete(
+    dst: str | os.PathLike,
+    shape: tuple[int, ...] | None = None,
+    dtype=None,
+    *,
+    sha256: str | None = None,
+    nodata=None,
+) -> bool:
+    """Whether ``dst`` is a whole, readable TIFF (of ``shape`` and ``dtype`` if given).
+
+    With ``sha256`` it must also have been made by that program (its
+    provenance records the SHA-256, see :func:`program_sha256`) with the
+    same ``dtype`` and ``nodata``.
+    """
     try:
         with open_stack(dst) as stack:
             if shape is not None and tuple(stack.shape) != tuple(shape):
                 return False
             if dtype is not None and stack.dtype != np.dtype(dtype):
+                return False
+            if sha256 is not None and not same_origin(stack.provenance, sha256, stack.dtype, nodata):
                 return False
     except Exception:
         return False
@@ -187,6 +307,7 @@ def process_file(
     backend: str = "auto",
     tile: tuple[int, int] = (256, 256),
     max_bytes: int | None = None,
+    max_ratio: float | None = None,
     overwrite: bool = False,
     progress: Callable[[int], Any] | None = None,
 ) -> FileResult:
@@ -215,8 +336,13 @@ def process_file(
     max_bytes : int, optional
         Size of the input slabs read at once; bounds the memory used.
         Default ``pixelmix.config.SLAB_BYTES``.
+    max_ratio : float, optional
+        Passed to :func:`pixelmix.io.read.open_stack`: how many bytes of
+        pixels one stored byte may claim before the input is refused.
     overwrite : bool
         Replace an existing ``dst`` (it is replaced atomically, at the end).
+        Without it an existing ``dst``, or one another run publishes while
+        this one writes, raises :class:`FileExistsError` and is kept.
     progress : callable, optional
         Called with the number of input bytes after each slab.
 
@@ -224,7 +350,9 @@ def process_file(
     -------
     FileResult
         ``status="done"``, sizes and time. Errors are raised (a batch
-        turns them into failed results); ``dst`` is then untouched.
+        turns them into failed results); ``dst`` is then untouched. A disk
+        too full for an uncompressed output is an ``OSError`` ("No space
+        left on device (needs N MB)") raised before any pixel is written.
 
     Examples
     --------
@@ -245,15 +373,15 @@ def process_file(
         max_bytes = config.SLAB_BYTES
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve() or same_file(src, dst):
-        raise ValueError(f"refusing to overwrite the input {src}: choose another output directory")
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass --resume to skip finished outputs or --overwrite")
+        raise ValueError(f"refusing to overwrite the input {shown(src)}: choose another output directory")
+    if os.path.lexists(dst) and not overwrite:
+        raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
     t0 = time.perf_counter()
-    with open_stack(src, channel_axis=channel_axis) as stack:
+    with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
         _check_program(program, stack)
         out_dtype, n_out, names = _output(stack, program, dtype)
         record = provenance(program, src, out_dtype, nodata)
-        with published(dst) as tmp:
+        with published(dst, replace=overwrite) as tmp:
             _write_tiff(
                 stack, tmp, program, n_out=n_out, names=names, out_dtype=out_dtype, nodata=nodata,
                 compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
@@ -289,13 +417,17 @@ def _write_tiff(
                 # through the page cache (no private copy of either, and no slab
                 # copies: a row band of every channel is not contiguous). Pieces
                 # along the first axis, when it is not the channels, stay
-                # contiguous and give progress.
-                step = whole.shape[0] if axis == 0 else max(1, max_bytes * whole.shape[0] // max(whole.nbytes, 1))
-                for i in range(0, whole.shape[0], step):
-                    mix(whole[i : i + step], out[i : i + step])
+                # contiguous and give progress. (Along the channels, the input's C
+                # and the output's K differ: one piece.)
+                if axis == 0:
+                    mix(whole, out)
+                else:
+                    step = max(1, max_bytes * whole.shape[0] // max(whole.nbytes, 1))
+                    for i in range(0, whole.shape[0], step):
+                        mix(whole[i : i + step], out[i : i + step])
             else:
                 for index, slab in stack.iter_slabs(max_bytes):
-                    mix(slab, out[index])
+                    mix(slab, out[_all_channels(index, axis)])
             out.flush()
         finally:
             del out
@@ -322,9 +454,9 @@ def _write_tiff(
     # mix into an uncompressed spill file first, then compress it page by page.
     spill_path = tmp.with_suffix(".spill")
     try:
-        spill = np.lib.format.open_memmap(spill_path, mode="w+", dtype=out_dtype, shape=shape)
+        spill = _open_spill(spill_path, out_dtype, shape)
         for index, slab in stack.iter_slabs(max_bytes):
-            mix(slab, spill[index])
+            mix(slab, spill[_all_channels(index, axis)])
         spill.flush()
         write_stack(tmp, page_tiles(spill, tile, n_page), shape=shape, dtype=out_dtype,
                     axes=axes, tile=tile, compression=compression, **meta)
@@ -332,6 +464,28 @@ def _write_tiff(
     finally:
         if spill_path.exists():
             spill_path.unlink()
+
+
+def _all_channels(index: tuple[slice, ...], axis: int) -> tuple[slice, ...]:
+    """The output's part for an input slab ``index``: the same pixels, every output channel."""
+    return index[:axis] + (slice(None),) + index[axis + 1 :]
+
+
+def _open_spill(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A new ``.npy`` scratch file mapped for writing, its blocks reserved (no SIGBUS on a full disk)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    try:
+        spill = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    except OSError as exc:
+        if is_full(exc):
+            raise no_space(exc.errno, nbytes) from None
+        raise
+    try:
+        reserve(path)
+    except BaseException:
+        del spill
+        raise
+    return spill
 
 
 def _tile_grain(stack, tile, n_page) -> tuple[int, ...]:
@@ -360,6 +514,7 @@ def process_file_zarr(
     nodata=None,
     backend: str = "auto",
     max_bytes: int | None = None,
+    max_ratio: float | None = None,
     overwrite: bool = False,
 ) -> FileResult:
     """Mix one TIFF stack into a Zarr image group ``dst``, atomically.
@@ -376,8 +531,9 @@ def process_file_zarr(
     dst : path-like
         The image group to create, e.g. ``out.zarr/sample``.
     program : Mixer or Program
-    channel_axis, dtype, nodata, backend, max_bytes, overwrite
-        As for :func:`process_file`.
+    channel_axis, dtype, nodata, backend, max_bytes, max_ratio, overwrite
+        As for :func:`process_file`. After a failure (a full disk) every
+        write Zarr started has ended before the temporary group is removed.
 
     Returns
     -------
@@ -400,24 +556,29 @@ def process_file_zarr(
     _check_backend(backend)
     src, dst = Path(src), Path(dst)
     if same_file(src, dst) or src.resolve() == dst.resolve():
-        raise ValueError(f"refusing to overwrite the input {src}: choose another output")
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass --resume to skip finished outputs or --overwrite")
+        raise ValueError(f"refusing to overwrite the input {shown(src)}: choose another output")
+    if os.path.lexists(dst) and not overwrite:
+        raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
     t0 = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with open_stack(src, channel_axis=channel_axis) as stack:
+    with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
         _check_program(program, stack)
         shape, axes, out_dtype, names = _zarr_layout(stack, program, dtype)
         axis = stack.channel_axis
-        with published(dst, directory=True) as tmp:
-            image = zarr_io.ZarrImage(
-                tmp, shape=shape, dtype=out_dtype, axes=axes, channel_axis=axis, channel_names=names,
-                calibration=stack.calibration, provenance=provenance(program, src, out_dtype, nodata),
-                name=dst.name,
-            )
-            for index, slab in stack.iter_slabs(max_bytes or config.SLAB_BYTES):
-                image.write(index, program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata,
-                                                 backend=backend))
+        with published(dst, directory=True, replace=overwrite) as tmp:
+            try:
+                image = zarr_io.ZarrImage(
+                    tmp, shape=shape, dtype=out_dtype, axes=axes, channel_axis=axis, channel_names=names,
+                    calibration=stack.calibration, provenance=provenance(program, src, out_dtype, nodata),
+                    name=dst.name,
+                )
+                for index, slab in stack.iter_slabs(max_bytes or config.SLAB_BYTES):
+                    image.write(index, program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata,
+                                                     backend=backend))
+            finally:
+                # Zarr's other chunk writes may still run after one failed: they
+                # must end before the group is published or removed.
+                zarr_io.wait_for_writes()
         bytes_in = stack.nbytes
     return FileResult(
         src=src, dst=dst, status="done", bytes_in=bytes_in, bytes_out=zarr_io.dir_size(dst),
@@ -426,15 +587,47 @@ def process_file_zarr(
 
 
 def _tiff_resumable(src: Path, dst: Path, program, options) -> bool:
-    """Whether ``dst`` already holds the complete TIFF output for ``src``."""
+    """Whether ``dst`` already holds the complete TIFF output of ``program`` for ``src``."""
     try:
-        with open_stack(src, options.get("channel_axis")) as stack:
+        with open_stack(src, options.get("channel_axis"), max_ratio=options.get("max_ratio")) as stack:
             n_out = program.n_outputs or stack.n_channels
             shape, _ = output_layout(stack, n_out)
             dtype = output_dtype(stack.dtype, options.get("dtype"))
     except Exception:
         return False
-    return is_complete(dst, shape, dtype)
+    return is_complete(dst, shape, dtype, sha256=program_sha256(program), nodata=options.get("nodata"))
+
+
+def _zarr_resumable(src: Path, dst: Path, program, options) -> bool:
+    """Whether ``dst`` already holds the complete image group of ``program`` for ``src``."""
+    try:
+        with open_stack(src, options.get("channel_axis"), max_ratio=options.get("max_ratio")) as stack:
+            shape, axes, out_dtype, _ = _zarr_layout(stack, program, options.get("dtype"))
+            stored = zarr_io.stored_shape(shape, axes, stack.channel_axis)
+    except Exception:
+        return False
+    return zarr_io.is_complete(dst, stored, out_dtype) and same_origin(
+        zarr_io.read_provenance(dst), program_sha256(program), out_dtype, options.get("nodata")
+    )
+
+
+def _run(process, resumable, src, dst, program, *, resume, overwrite, **kwargs) -> FileResult:
+    """The resume rules around ``process`` (process_file or process_file_zarr); errors are raised.
+
+    An output that another run publishes while this one writes is kept: the
+    input fails with FileExistsError, or is skipped under ``resume`` when
+    that output is this program's.
+    """
+    existed = os.path.lexists(dst)
+    if existed and resume and resumable(src, dst, program, kwargs):
+        return FileResult(src, dst, "skipped", "output already complete")
+    try:
+        # resume replaces only what it found and judged unfinished or made otherwise
+        return process(src, dst, program, overwrite=overwrite or (resume and existed), **kwargs)
+    except FileExistsError:
+        if resume and resumable(src, dst, program, kwargs):
+            return FileResult(src, dst, "skipped", "output already complete")
+        raise
 
 
 def _tiff_job(src, dst, program, *, resume, overwrite, debug, options, bar, size) -> FileResult:
@@ -452,12 +645,11 @@ def _tiff_job(src, dst, program, *, resume, overwrite, debug, options, bar, size
 
     expected = [1]
     try:
-        if dst.exists() and resume and _tiff_resumable(src, dst, program, options):
-            return FileResult(src, dst, "skipped", "output already complete")
-        with open_stack(src, options.get("channel_axis")) as stack:
-            expected[0] = stack.nbytes
-        return process_file(src, dst, program, overwrite=overwrite or resume,
-                            progress=None if bar is None else progress, **options)
+        if bar is not None:
+            with open_stack(src, options.get("channel_axis"), max_ratio=options.get("max_ratio")) as stack:
+                expected[0] = stack.nbytes
+        return _run(process_file, _tiff_resumable, src, dst, program, resume=resume, overwrite=overwrite,
+                    progress=None if bar is None else progress, **options)
     except Exception as exc:
         reason = failure_reason(exc, src)
         return FileResult(
@@ -471,13 +663,8 @@ def _tiff_job(src, dst, program, *, resume, overwrite, debug, options, bar, size
 
 def _zarr_job(src: Path, dst: Path, program, *, resume, overwrite, debug, options) -> FileResult:
     try:
-        if dst.exists() and resume:
-            with open_stack(src, options.get("channel_axis")) as stack:
-                shape, axes, out_dtype, _ = _zarr_layout(stack, program, options.get("dtype"))
-                stored = zarr_io.stored_shape(shape, axes, stack.channel_axis)
-            if zarr_io.is_complete(dst, stored, out_dtype):
-                return FileResult(src, dst, "skipped", "output already complete")
-        return process_file_zarr(src, dst, program, overwrite=overwrite or resume, **options)
+        return _run(process_file_zarr, _zarr_resumable, src, dst, program, resume=resume, overwrite=overwrite,
+                    **options)
     except Exception as exc:
         return FileResult(
             src, dst, "failed", failure_reason(exc, src), traceback=traceback.format_exc() if debug else ""
@@ -507,10 +694,13 @@ def run_job(
     zarr : bool
         Write a Zarr image group (:func:`process_file_zarr`) instead of a TIFF.
     resume : bool
-        Skip the input when ``dst`` already holds its complete output; redo
-        (replace) it otherwise.
+        Skip the input when ``dst`` already holds its complete output made
+        by the same program (the SHA-256 in its provenance), dtype and
+        nodata; redo (replace) an existing ``dst`` otherwise.
     overwrite : bool
-        Replace an existing ``dst``.
+        Replace an existing ``dst``. Without it (or ``resume``) an existing
+        output, or one another run publishes meanwhile, is kept and the
+        input fails.
     debug : bool
         Keep the traceback of a failure in the result.
     options : dict, optional

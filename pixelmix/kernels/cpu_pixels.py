@@ -44,7 +44,7 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
     if code != ew.AFFINE or n_in != N_IN or n_out not in N_OUT:
         return False
     rest = table[start + 1 :, 0]
-    return not (rest == ew.AFFINE).any() and not (is_int and len(rest))
+    return not np.isin(rest, ew.MIXING).any() and not (is_int and len(rest))
 
 
 @njit(cache=True, nogil=True, inline="always")
