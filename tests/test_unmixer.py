@@ -110,3 +110,53 @@ def test_unmixer_through_the_command_line(rng, tmp_path):
     out = tifffile.imread(tmp_path / "out" / "in.tif")
     want = pm.load(tmp_path / "u.json")(stack, channel_axis=0)
     np.testing.assert_array_equal(out, want)
+
+
+def test_unmixing_fits_on_the_command_line(rng, tmp_path, capsys):
+    """fit rank / endmembers (to a file, or straight to an unmixer) / spillover, then apply."""
+    import json
+
+    tifffile = pytest.importorskip("tifffile")
+    from pixelmix.cli import main
+
+    e = rng.random((3, 10)) + 0.2
+    a = rng.dirichlet(np.ones(3), size=(40, 40))
+    a[0, :3] = np.eye(3)  # pure pixels
+    cube = (a @ e + 0.001 * rng.standard_normal((40, 40, 10))).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cube.tif", np.moveaxis(cube, -1, 0), photometric="minisblack")
+    path = str(tmp_path / "cube.tif")
+    assert main(["fit", "rank", path, "--channel-axis", "0"]) == 0
+    assert "estimated rank (HySime): 3" in capsys.readouterr().out
+    assert main(["fit", "endmembers", path, "-k", "3", "--method", "nfindr", "-o", str(tmp_path / "em.json")]) == 0
+    found = np.array(json.loads((tmp_path / "em.json").read_text())["endmembers"])
+    assert found.shape == (3, 10)
+    for spectrum in e:
+        assert min(np.linalg.norm(f - spectrum) for f in found) < 0.05
+    assert main(["fit", "endmembers", path, "-k", "3", "--unmixer", "fcls", "-o", str(tmp_path / "u.json")]) == 0
+    u = pm.load(tmp_path / "u.json")
+    assert isinstance(u, Unmixer) and u.nonneg and u.sum_to_one
+    assert main(["fit", "endmembers", path, "-o", str(tmp_path / "x.json")]) == 2  # no -k
+
+    # spillover: two dyes seen in three channels, and an unstained control
+    dyes = np.array([[1.0, 0.3, 0.05], [0.1, 1.0, 0.4]])
+    controls = {}
+    for i, name in enumerate(("DAPI", "FITC")):
+        amount = rng.gamma(2.0, 200.0, size=(32, 32)) * (rng.random((32, 32)) < 0.3)  # stained cells
+        image = amount[..., None] * dyes[i] + 50 + rng.normal(0, 1, (32, 32, 3))
+        controls[name] = tmp_path / f"{name}.tif"
+        tifffile.imwrite(controls[name], np.moveaxis(image, -1, 0).astype(np.float32), photometric="minisblack")
+    glow = rng.gamma(2.0, 50.0, size=(32, 32)) * (rng.random((32, 32)) < 0.3)  # autofluorescent cells
+    blank = (glow[None] * np.array([0.5, 0.6, 0.8])[:, None, None] + 50 + rng.normal(0, 1, (3, 32, 32)))
+    blank = blank.astype(np.float32)
+    tifffile.imwrite(tmp_path / "blank.tif", blank, photometric="minisblack")
+    args = ["fit", "spillover", "-o", str(tmp_path / "spill.json"), "--channel-axis", "0",
+            "--background", str(tmp_path / "blank.tif")]
+    for name, control in controls.items():
+        args += ["--reference", f"{name}={control}"]
+    assert main(args) == 0
+    spill = pm.load(tmp_path / "spill.json")
+    assert spill.output_names[:2] == ("abundance:DAPI", "abundance:FITC") and spill.nonneg
+    assert spill.n_outputs == 3  # and the autofluorescence
+    signatures = spill.endmembers[:2] / spill.endmembers[:2].max(axis=1, keepdims=True)
+    np.testing.assert_allclose(signatures, dyes, atol=0.02)
+    assert main(["fit", "spillover", path, "-o", str(tmp_path / "s.json")]) == 2  # controls go in --reference

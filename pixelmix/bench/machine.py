@@ -40,6 +40,10 @@ import numpy as np
 THREAD_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+# AMD's CPU families by microarchitecture: a "model name" such as "AMD EPYC" alone does not say.
+AMD_FAMILIES = {"23": "Zen/Zen 2", "25": "Zen 3/Zen 4", "26": "Zen 5"}
+
+
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text()
@@ -136,7 +140,10 @@ def cpu_model() -> str:
     name = fields.get("model name", platform.machine())
     extra = []
     if "cpu family" in fields and "model" in fields:
-        extra.append(f"family {fields['cpu family']} model {fields['model']}")
+        family = f"family {fields['cpu family']} model {fields['model']}"
+        if fields.get("vendor_id") == "AuthenticAMD" and fields["cpu family"] in AMD_FAMILIES:
+            family = f"{AMD_FAMILIES[fields['cpu family']]}, {family}"
+        extra.append(family)
     flags = set(fields.get("flags", "").split())
     extra.append("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
     l3 = _read("/sys/devices/system/cpu/cpu0/cache/index3/size")
@@ -183,7 +190,10 @@ def _runtime_lines() -> list[str]:
             details.append(f"{lib['threading_layer']} threading")
         if lib.get("architecture"):
             details.append(f"{lib['architecture']} kernels")
-        name = " ".join(str(v) for v in (lib.get("internal_api") or lib.get("prefix"), lib.get("version")) if v)
+        api = lib.get("internal_api")
+        # threadpoolctl names OpenMP runtimes "openmp": their file (libgomp, libiomp, libomp) says which.
+        kind = lib.get("prefix") if api in (None, "openmp") else api
+        name = " ".join(str(v) for v in (kind, lib.get("version")) if v)
         lines.append(f"{lib.get('user_api', '?')}: {name} ({', '.join(details)}), from {_owner(lib.get('filepath', ''))}")
     return lines or ["BLAS/OpenMP runtimes: none loaded"]
 

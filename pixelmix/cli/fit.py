@@ -1,4 +1,8 @@
-"""``pixelmix fit``: learn a mixer (PCA, MNF) from TIFF files and save it."""
+"""``pixelmix fit``: learn a mixer (PCA, MNF) or an unmixer from TIFF files and save it.
+
+The unmixing fits (``endmembers``, ``spillover``, ``rank``) are in
+:mod:`pixelmix.cli.unmix`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 from ..jobs.batch import expand_inputs
 from ..learn import fit_mnf, fit_pca
 from .common import EXIT_OK, UsageError, add_channel_axis, formatter
+from . import unmix
 from .report import fit_report
 
 # method name on the command line -> the fit
@@ -18,19 +23,23 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser(
         "fit",
         parents=[common],
-        help="learn a mixer (PCA, MNF) from TIFF files",
+        help="learn a mixer (PCA, MNF) or an unmixer from TIFF files",
         description="Fit a mixer on the pixels of all the given files (streamed, never loaded "
         "whole) and save it as a pixelmix JSON file for 'pixelmix apply --mixer'.",
         epilog="examples:\n"
         "  pixelmix fit pca cube.tif -k 10 -o pca10.json\n"
-        "  pixelmix fit mnf scans/*.tif -k 8 -o mnf8.json --sample 0.1 --report mnf8.png",
+        "  pixelmix fit mnf scans/*.tif -k 8 -o mnf8.json --sample 0.1 --report mnf8.png\n"
+        "  pixelmix fit rank cube.tif\n"
+        "  pixelmix fit endmembers cube.tif -k 4 --method vca --unmixer fcls -o fcls.json\n"
+        "  pixelmix fit spillover --reference DAPI=dapi.tif --reference FITC=fitc.tif "
+        "--background unstained.tif -o spill.json",
         formatter_class=formatter,
     )
-    p.add_argument("method", choices=sorted(FIT_METHODS), help="fitting method")
-    p.add_argument("files", nargs="+", metavar="FILE", help="TIFF files, directories or glob patterns")
-    p.add_argument("-k", "--components", required=True, type=float, metavar="N",
-                   help="components to keep (PCA: a fraction in (0, 1) keeps enough to explain it)")
-    p.add_argument("-o", "--output", required=True, metavar="MIXER", help="mixer file to write (.json)")
+    p.add_argument("method", choices=sorted([*FIT_METHODS, *unmix.RUNNERS]), help="fitting method")
+    p.add_argument("files", nargs="*", metavar="FILE", help="TIFF files, directories or glob patterns")
+    p.add_argument("-k", "--components", type=float, metavar="N",
+                   help="components (or endmembers) to keep (PCA: a fraction in (0, 1) keeps enough to explain it)")
+    p.add_argument("-o", "--output", metavar="MIXER", help="mixer file to write (.json)")
     add_channel_axis(p)
     p.add_argument("--sample", type=float, default=None, metavar="F",
                    help="fit on a fraction F of the pixels (or every F-th pixel when F > 1)")
@@ -39,6 +48,7 @@ def add_parser(sub, common) -> None:
                    help="input value marking missing pixels (skipped)")
     p.add_argument("--report", metavar="PNG",
                    help="save a figure of explained variance and the first components (needs matplotlib)")
+    unmix.add_options(p)
     p.set_defaults(func=run)
 
 
@@ -56,10 +66,15 @@ def _sample_value(sample):
 
 def run(args) -> int:
     """Fit, save the mixer, print a summary (and save the report figure); return the exit status."""
-    fit = FIT_METHODS[args.method]
     files, missing = expand_inputs(args.files)
     if missing:
         raise UsageError("; ".join(f"{m.src}: {m.reason}" for m in missing))
+    if args.method in unmix.RUNNERS:
+        args.sample = _sample_value(args.sample)
+        return unmix.RUNNERS[args.method](args, [str(f) for f in files])
+    fit = FIT_METHODS[args.method]
+    if not files or args.components is None or args.output is None:
+        raise UsageError(f"fit {args.method} needs FILE..., -k N and -o MIXER")
     k = args.components
     k = int(k) if k >= 1 and k == int(k) else k
     if isinstance(k, float) and not 0 < k < 1:
