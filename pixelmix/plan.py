@@ -304,7 +304,8 @@ def pieces(request: Request):
         return
     for index in plan_slabs(image.shape, axis, image.dtype.itemsize, config.CHUNK_BYTES):
         x = np.ascontiguousarray(image[index], dtype=native)
-        dest = out[index]
+        # The output has K channels, not C: all of them.
+        dest = out[index[:axis] + (slice(None),) + index[axis + 1 :]]
         buf = dest if dest.flags.c_contiguous else np.empty(dest.shape, dest.dtype)
 
         def finish(dest=dest, buf=buf):

@@ -34,6 +34,8 @@ MODULES = [
     "pixelmix.io.metadata",
     "pixelmix.io.publish",
     "pixelmix.io.zarr",
+    "pixelmix.io.names",
+    "pixelmix.io.space",
     "pixelmix.jobs.file",
     "pixelmix.jobs.batch",
     "pixelmix.jobs.cluster",

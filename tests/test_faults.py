@@ -136,7 +136,8 @@ def test_a_full_disk_fails_that_file_alone_and_the_batch_goes_on(tmp_path, disk,
     out = out_root / "out"
     run = _cli("apply", big, small, "--matrix", matrix, "-o", out, *extra, preexec_fn=disk.limit())
     assert run.returncode == 1, f"status {run.returncode} (-7 or 135: SIGBUS)\n{run.stderr}"
-    assert re.search(rf"^  FAILED {re.escape(str(big))}: {disk.message} \(needs \d+ MB\)$", run.stderr, re.M), run.stderr
+    line = rf"^  FAILED {re.escape(str(big))}: {disk.message} \(needs \d+ MB\)$"
+    assert re.search(line, run.stderr, re.M), run.stderr
     assert "1 done, 0 skipped, 1 failed" in run.stderr and "Traceback" not in run.stderr
     assert run.stdout == f"wrote {out / 'small.tif'}\n"
     assert os.listdir(out) == ["small.tif"]  # the temporary (and spill) files were removed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 import numba
+import numpy as np
 
 from ..kernels import cpu_pixels
 from ..kernels.cpu import run_program
@@ -41,7 +42,16 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
     pixels = cpu_pixels.takes(
         args["table"], start, x3.shape[2] == 1, args["is_int"], args["use_nodata"], args["check_nan"]
     )
-    if pixels:
+    limit = None
+    if pixels and args["is_int"]:
+        limit = cpu_pixels.rounding_limit(args["table"], args["params"], start, args["use_lut"], x3.dtype, out3.dtype)
+    if limit is not None:
+        # Integer output of RGB-like 8/16-bit data: float32 sums, exact float64 ones where they could differ.
+        keep = ("table", "params", "tile", "lo", "hi", "fill")
+        args = {name: args[name] for name in keep}
+        args.update(params32=args["params"].astype(np.float32), lim=limit, groups=4 * numba.get_num_threads())
+        kernel = cpu_pixels.run_rounded
+    elif pixels:
         # RGB-like programs on channels-last data: a kernel without scratch.
         keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
         kernel, args = cpu_pixels.run_pixels, {name: args[name] for name in keep}

@@ -20,8 +20,8 @@ Examples
 >>> from pixelmix import bench
 >>> sorted(bench.SUITES)[:3]
 ['cuda', 'dask', 'fit']
->>> bench.ratio_text([2.0, 2.2], [1.0, 1.0])
-'2.10x slower (2.00-2.20)'
+>>> "mix" in bench.ALL_SUITES
+True
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from . import machine
@@ -48,9 +47,8 @@ SUITES = {
     "skimage": ".skimage",
     "dask": ".dask",
     "fit": ".fit",
+    "unmix": ".unmix",
 }
-if (Path(__file__).parent / "unmix.py").exists():
-    SUITES["unmix"] = ".unmix"
 
 # What ``--suite all`` runs: the workloads of the speed claims (mix, colour, fits).
 ALL_SUITES = ("mix", "skimage", "fit")
@@ -108,7 +106,13 @@ class Case:
 
 
 def optional(label: str):
-    """The module of optional library ``label`` (a key of :data:`OPTIONAL`), or None if not installed."""
+    """The module of optional library ``label`` (a key of :data:`OPTIONAL`), or None if not installed.
+
+    Examples
+    --------
+    >>> optional("scikit-image").__name__
+    'skimage'
+    """
     module, _ = OPTIONAL[label]
     try:
         return importlib.import_module(module)
@@ -117,7 +121,13 @@ def optional(label: str):
 
 
 def not_installed(label: str) -> str:
-    """The text of a row whose library is missing: ``not installed (pip install ...)``."""
+    """The text of a row whose library is missing, with what to install.
+
+    Examples
+    --------
+    >>> not_installed("OpenCV")
+    'not installed (pip install opencv-python-headless)'
+    """
     return f"not installed (pip install {OPTIONAL[label][1]})"
 
 
@@ -170,7 +180,6 @@ def peak_extra_mb(fn: Callable[[], object]) -> float | None:
     return max(0.0, (peak - before) / 1024)
 
 
-
 class IdleLog:
     """How long each library's leftover threads kept the cores busy after its calls."""
 
@@ -221,23 +230,37 @@ def time_case(case: Case, repeat: int, idle: IdleLog | None = None) -> dict[str,
 
 
 def ratio_text(times: list[float], reference: list[float]) -> str:
-    """``"2.10x slower (2.00-2.20)"``: median and range of the round-by-round ratios to ``reference``."""
+    """Median and range of the round-by-round ratios of ``times`` to ``reference``, in words.
+
+    Examples
+    --------
+    >>> ratio_text([2.0, 2.2], [1.0, 1.0])
+    '2.10x slower (2.00-2.20)'
+    >>> ratio_text([0.5], [1.0])
+    '2.00x faster'
+    """
     ratios = [t / r for t, r in zip(times, reference)]
     med = statistics.median(ratios)
     if abs(med - 1) < 5e-3:
-        word, shown = "same", ratios
+        word, shown = "", ratios
     elif med > 1:
-        word, shown = "slower", ratios
+        word, shown = " slower", ratios
     else:
-        word, shown = "faster", [1 / r for r in ratios]
-    text = f"{statistics.median(shown):.2f}x {word}"
+        word, shown = " faster", [1 / r for r in ratios]
+    text = f"{statistics.median(shown):.2f}x{word}"
     if len(shown) > 1:
         text += f" ({min(shown):.2f}-{max(shown):.2f})"
     return text
 
 
 def share_of(prefix: str, ours: list[float], reference: list[float], what: str, goal: str) -> str:
-    """``"<prefix> 85% (80-90%) of <what> (<goal>)"``: the reference's time over ours, round by round."""
+    """The reference's time over ours, round by round, as a percentage: ``ours`` runs at that share of its speed.
+
+    Examples
+    --------
+    >>> share_of("the fit runs at", [2.0, 2.0], [1.5, 1.7], "the speed of reading", "goal: 70%")
+    'the fit runs at 80% (75%-85%) of the speed of reading (goal: 70%)'
+    """
     shares = sorted(r / t for t, r in zip(ours, reference))
     text = f"{prefix} {statistics.median(shares):.0%}"
     if len(shares) > 1:
@@ -246,7 +269,13 @@ def share_of(prefix: str, ours: list[float], reference: list[float], what: str, 
 
 
 def speedup(times: dict[str, list[float]], ours: str, theirs: str, goal: float | None = None) -> str:
-    """``"pixelmix 4.30x (4.10-4.60) as fast as <theirs> (goal: at least 5x: not met)"``, round by round."""
+    """How many times as fast as row ``theirs`` row ``ours`` is, round by round, and whether ``goal`` is met.
+
+    Examples
+    --------
+    >>> speedup({"pixelmix": [1.0, 1.0], "numpy": [4.0, 5.0]}, "pixelmix", "numpy", 5.0)
+    'pixelmix 4.50x (4.00-5.00) as fast as numpy (goal: at least 5x: not met)'
+    """
     x = sorted(t / o for o, t in zip(times[ours], times[theirs]))
     text = f"{ours} {statistics.median(x):.2f}x"
     if len(x) > 1:
@@ -258,7 +287,13 @@ def speedup(times: dict[str, list[float]], ours: str, theirs: str, goal: float |
 
 
 def slowdown(prefix: str, after: list[float], alone: list[float], goal: str) -> str:
-    """``"<prefix> 12% (8-15%) slower than alone (<goal>)"``, round by round."""
+    """The extra time of ``after`` over ``alone``, round by round, as a signed percentage.
+
+    Examples
+    --------
+    >>> slowdown("BLAS after pixelmix:", [1.1, 1.3], [1.0, 1.0], "goal: at most +10%")
+    'BLAS after pixelmix: +20% (+10% to +30%) against alone (goal: at most +10%)'
+    """
     extra = sorted(a / b - 1 for a, b in zip(after, alone))
     text = f"{prefix} {statistics.median(extra):+.0%}"
     if len(extra) > 1:
@@ -332,6 +367,11 @@ def run(
     size: str | None = None,
 ) -> int:
     """Run the named suites and print their tables with the machine; return an exit status.
+
+    Before Numba's threads first start, sets
+    :data:`pixelmix.bench.machine.THREAD_POLICY` in ``os.environ`` where the
+    environment lacks it (the header says what was done): pixelmix's idle
+    threads then stop spinning as soon as a call ends.
 
     Parameters
     ----------

@@ -100,7 +100,8 @@ def cases(size: str, backend: str) -> list[Case]:
 
         # Closing a cluster logs every step at INFO: not what a bench report wants.
         logging.getLogger("distributed").setLevel(logging.WARNING)
-        for context in contexts:
+        # Last entered, first left: each client restores the default it replaced.
+        for context in reversed(contexts):
             context.__exit__(None, None, None)
         shutil.rmtree(root, ignore_errors=True)
 

@@ -56,7 +56,9 @@ def _parse_numbers(text: str, what: str) -> np.ndarray:
         rows = [r for r in text.split(";") if r.strip()]
         return np.array([[float(v) for v in r.replace(" ", ",").split(",") if v] for r in rows])
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise UsageError(f"cannot read {what} {shown(text[:200])!r}: {shown(exc)}; write rows as 'a,b,c;d,e,f'") from None
+        raise UsageError(
+            f"cannot read {what} {text[:200]!r}: {shown(exc)}; write rows as 'a,b,c;d,e,f'"
+        ) from None
 
 
 def matrix_program(matrix: str, bias: str | None):
@@ -67,7 +69,9 @@ def matrix_program(matrix: str, bias: str | None):
         if suffix == ".json":
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, RecursionError, OSError) as exc:  # bad JSON, not UTF-8, nested too deep
+            except RecursionError:
+                raise UsageError(f"cannot read the matrix in {shown(path)}: its JSON is nested too deep") from None
+            except (ValueError, OSError) as exc:  # bad JSON, not UTF-8, unreadable
                 raise UsageError(f"{shown(path)} is not valid JSON: {shown(exc)}") from None
             if isinstance(doc, dict) and doc.get("format") == "pixelmix":
                 if bias is not None:

@@ -112,3 +112,197 @@ def run_pixels(x, out, table, params, start, tile, lut, lut_offset, use_lut, is_
     for t in prange(n_tiles):
         a0 = t * tile
         _tile(x, out, a0, min(tile, A - a0), table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill)
+
+
+# -- Integer output through a float32 first pass -----------------------------------
+#
+# Integer output is the float64 sum r, rounded half to even and saturated.
+# For 8- and 16-bit input and modest weights, the same sum taken in float32,
+# a, lies within a proven bound E of r (:func:`rounding_limit`). Wherever a
+# is farther than E from every half-integer, r rounds to the same integer as
+# a does, and the float32 result is stored: twice the lanes per vector, and
+# the rounding test costs less than the float64 arithmetic it saves. The
+# other pixels (a few per thousand: with decimal weights such as 0.299,
+# exact ties are common) are flagged and recomputed with the float64 sums of
+# the general path. The output is the float64 path's, bit for bit.
+
+# Pixels per block: a block's flags, planes and codes stay in L1.
+ROUND_BLOCK = 1024
+# Integer dtypes the float32 pass reads and writes exactly (every value, and
+# every rounded result within range, is a float32 integer).
+ROUND_IN = ("uint8", "uint16", "int16")
+ROUND_OUT = ("uint8", "uint16", "int16")
+# The pass is taken only when the bound flags few pixels (at most ~2E of them).
+ROUND_MAX_BOUND = 2.0**-9
+
+
+def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: bool,
+                   in_dtype: np.dtype, out_dtype: np.dtype) -> float | None:
+    """The float32 pass's threshold on ``|a - rint(a)|``, or None when the pass does not apply.
+
+    A pixel whose float32 sum ``a`` is at least this far from its rounded
+    value is recomputed in float64. With ``M = |b| + sum_c |w_c| max|x|``
+    (the largest magnitude of any partial sum), both sums are within
+    ``(C + 1) u32 M + C u64 M`` of the exact sum when each step is one
+    fused multiply-add, ``(2C + 1) u32 M + C u64 M`` when it is not
+    (``u32 = 2**-24``, ``u64 = 2**-53``: the float32 weights are rounded
+    once, and each of the C steps rounds once or twice). The bound used,
+    ``E = (2C + 2) u32 M`` plus a term for subnormal weights, covers both.
+    """
+    if use_lut or start != 0 or len(table) != 1 or np.dtype(in_dtype).name not in ROUND_IN:
+        return None
+    if np.dtype(out_dtype).name not in ROUND_OUT:
+        return None
+    _, n_in, n_out, offset = (int(v) for v in table[0])
+    p = np.asarray(params, dtype=np.float64)[offset : offset + n_out * (n_in + 1)]
+    if not np.isfinite(p).all():
+        return None
+    info = np.iinfo(in_dtype)
+    xmax = float(max(-int(info.min), int(info.max)))
+    weights, bias = p[: n_in * n_out].reshape(n_out, n_in), p[n_in * n_out :]
+    largest = float((np.abs(bias) + np.abs(weights).sum(axis=1) * xmax).max())
+    bound = (2 * n_in + 2) * 2.0**-24 * largest * (1 + 2.0**-20) + 2.0**-120
+    if bound > ROUND_MAX_BOUND:
+        return None
+    limit = np.float32(0.5 - bound)
+    if float(limit) > 0.5 - bound:  # rounded up: take the float32 below
+        limit = np.nextafter(limit, np.float32(0))
+    return float(limit)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _gray32(xs, os, flags, n, w0, w1, w2, b, lim, lo, hi):
+    """One output: the float32 sums read straight from the interleaved pixels."""
+    bad = False
+    for j in range(n):
+        acc = b + w0 * np.float32(xs[3 * j])
+        acc = acc + w1 * np.float32(xs[3 * j + 1])
+        acc = acc + w2 * np.float32(xs[3 * j + 2])
+        r = np.rint(acc)
+        flag = abs(acc - r) >= lim
+        flags[j] = flag
+        bad |= flag
+        os[j] = min(max(r, lo), hi)
+    return bad
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _three32(xs, os, flags, planes, codes, n, w, b, lim, lo, hi):
+    """Three outputs: channels split into float32 planes, mixed, the codes interleaved back.
+
+    Splitting first keeps the mixing loop free of shuffles; mixing straight
+    from the interleaved pixels into interleaved outputs runs out of vector
+    registers and spills.
+    """
+    x0, x1, x2 = planes[0], planes[1], planes[2]
+    for j in range(n):
+        x0[j] = xs[3 * j]
+        x1[j] = xs[3 * j + 1]
+        x2[j] = xs[3 * j + 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    b0, b1, b2 = b[0], b[1], b[2]
+    c0, c1, c2 = codes[0], codes[1], codes[2]
+    bad = False
+    for j in range(n):
+        v0, v1, v2 = x0[j], x1[j], x2[j]
+        a0 = b0 + w00 * v0
+        a0 = a0 + w01 * v1
+        a0 = a0 + w02 * v2
+        a1 = b1 + w10 * v0
+        a1 = a1 + w11 * v1
+        a1 = a1 + w12 * v2
+        a2 = b2 + w20 * v0
+        a2 = a2 + w21 * v1
+        a2 = a2 + w22 * v2
+        r0, r1, r2 = np.rint(a0), np.rint(a1), np.rint(a2)
+        flag = (abs(a0 - r0) >= lim) | (abs(a1 - r1) >= lim) | (abs(a2 - r2) >= lim)
+        flags[j] = flag
+        bad |= flag
+        c0[j] = min(max(r0, lo), hi)
+        c1[j] = min(max(r1, lo), hi)
+        c2[j] = min(max(r2, lo), hi)
+    for j in range(n):
+        os[3 * j] = c0[j]
+        os[3 * j + 1] = c1[j]
+        os[3 * j + 2] = c2[j]
+    return bad
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rounded_tile(x, out, a0, n, K, offset, params, w32, lim, lo, hi, fill, flags, planes, codes):
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    w = w32[offset : offset + 3 * K]
+    b = w32[offset + 3 * K : offset + 4 * K]
+    w0, w1, w2, b0 = w[0], w[1], w[2], b[0]
+    lim32, lo32, hi32 = np.float32(lim), np.float32(lo), np.float32(hi)
+    words = flags.view(np.uint64)
+    for s in range(0, n, ROUND_BLOCK):
+        m = min(ROUND_BLOCK, n - s)
+        p = a0 + s
+        if K == 1:
+            bad = _gray32(xs[3 * p : 3 * (p + m)], os[p : p + m], flags, m, w0, w1, w2, b0, lim32, lo32, hi32)
+        else:
+            bad = _three32(xs[3 * p : 3 * (p + m)], os[3 * p : 3 * (p + m)], flags, planes, codes, m, w, b,
+                           lim32, lo32, hi32)
+        if not bad:
+            continue
+        # The flagged pixels again, with the general path's float64 sums
+        # (64 flags per test: one block in a few has one or two).
+        n_words = (m + 7) // 8
+        for i0 in range(0, n_words, 8):
+            i1 = min(i0 + 8, n_words)
+            seen = np.uint64(0)
+            for i in range(i0, i1):
+                seen |= words[i]
+            if seen == 0:
+                continue
+            for i in range(i0, i1):
+                if words[i] == 0:
+                    continue
+                for j in range(8 * i, min(8 * i + 8, m)):
+                    if flags[j]:
+                        # The sums of _affine_pixels, term for term (written out here:
+                        # an inlined call per pixel would cost reference counting).
+                        q = p + j
+                        for k in range(K):
+                            acc = params[offset + 3 * K + k]
+                            for c in range(3):
+                                acc = acc + params[offset + k * 3 + c] * np.float64(xs[3 * q + c])
+                            os[q * K + k] = to_out(acc, True, lo, hi, fill)
+
+
+# "contract" for both passes: the float64 one must fuse exactly as the
+# general kernel does (the bound holds either way for the float32 one).
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _rounded_tiles(x, out, t0, t1, tile, K, offset, params, w32, lim, lo, hi, fill):
+    A = x.shape[0]
+    flags = np.zeros(ROUND_BLOCK, dtype=np.bool_)
+    planes = np.empty((3, ROUND_BLOCK), dtype=np.float32)
+    codes = np.empty((3, ROUND_BLOCK), dtype=out.dtype)
+    for t in range(t0, t1):
+        a0 = t * tile
+        n = min(tile, A - a0)
+        # One inlined copy per output count.
+        if K == 1:
+            _rounded_tile(x, out, a0, n, 1, offset, params, w32, lim, lo, hi, fill, flags, planes, codes)
+        else:
+            _rounded_tile(x, out, a0, n, 3, offset, params, w32, lim, lo, hi, fill, flags, planes, codes)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def run_rounded(x, out, table, params, params32, tile, lim, lo, hi, fill, groups):
+    """Integer output of a lone RGB-like affine step on 8- or 16-bit input (see :func:`rounding_limit`).
+
+    ``x`` (A, 3, 1) and ``out`` (A, K, 1) contiguous; ``params`` float64 and
+    ``params32`` the same in float32; ``lim`` from :func:`rounding_limit`.
+    The result is that of :func:`run_pixels` with float64 ``params``.
+    """
+    A = x.shape[0]
+    K, offset = table[0, 2], table[0, 3]
+    n_tiles = (A + tile - 1) // tile
+    # A few contiguous groups of tiles per thread: the scratch is allocated once per group.
+    n_groups = min(n_tiles, groups)
+    for g in prange(n_groups):
+        _rounded_tiles(x, out, g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups, tile, K, offset,
+                       params, params32, lim, lo, hi, fill)
