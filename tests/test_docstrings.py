@@ -39,6 +39,7 @@ MODULES = [
     "pixelmix.jobs.file",
     "pixelmix.jobs.batch",
     "pixelmix.jobs.cluster",
+    "pixelmix.jobs.constraints",
     "pixelmix.tiff",
     "pixelmix.batch",
     "pixelmix.cluster",

@@ -160,3 +160,22 @@ def test_unmixing_fits_on_the_command_line(rng, tmp_path, capsys):
     signatures = spill.endmembers[:2] / spill.endmembers[:2].max(axis=1, keepdims=True)
     np.testing.assert_allclose(signatures, dyes, atol=0.02)
     assert main(["fit", "spillover", path, "-o", str(tmp_path / "s.json")]) == 2  # controls go in --reference
+
+
+def test_batch_summary_counts_pixels_held_at_a_constraint(rng, tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    from pixelmix.cli import main
+
+    e, y = _scene(rng, c=6, n=400)
+    tifffile.imwrite(tmp_path / "in.tif", np.moveaxis(y.reshape(20, 20, 6), -1, 0).astype(np.float32),
+                     photometric="minisblack")
+    u = pm.unmixer(e[:4], nonneg=True, residual=True)
+    u.save(tmp_path / "u.json")
+    want = u(y.astype(np.float32))
+    held = int((want[:, :4] == 0).any(axis=1).sum())
+    assert 0 < held < 400
+    for out in ("out", "out.zarr"):
+        assert main(["apply", str(tmp_path / "in.tif"), "--mixer", str(tmp_path / "u.json"),
+                     "-o", str(tmp_path / out), "--channel-axis", "0"]) == 0
+        text = capsys.readouterr()
+        assert f"constrained unmixing: {held} of 400 pixels" in text.out + text.err

@@ -58,14 +58,20 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
     else:
         # A few groups of tiles per thread: scratch is allocated once per group.
         kernel, args["groups"] = run_program, 4 * numba.get_num_threads()
+    launch(kernel, x3, out3, **args)
+
+
+def launch(kernel, *args, **kwargs):
+    """Call a parallel Numba kernel; return what it returns.
+
+    Numba's workqueue layer aborts when two threads launch parallel regions
+    at once (tbb and omp are thread-safe): launches are serialised on it, and
+    on the first launch, which is when the layer gets chosen.
+    """
     if threading_layer() in (None, "workqueue"):
-        # Numba's workqueue layer aborts when two threads launch parallel
-        # regions at once (tbb and omp are thread-safe): serialise on it, and
-        # on the first launch, which is when the layer gets chosen.
         with _launch_lock:
-            kernel(x3, out3, **args)
-    else:
-        kernel(x3, out3, **args)
+            return kernel(*args, **kwargs)
+    return kernel(*args, **kwargs)
 
 
 def run_cpu(request: Request) -> None:

@@ -68,6 +68,11 @@ class Summary:
             f"{self.count('failed')} failed in {self.seconds:.1f} s; read {_size(bytes_in)}, "
             f"wrote {_size(bytes_out)} ({rate:.0f} MB/s read)"
         ]
+        unmixed = sum(r.unmixed for r in done)
+        if unmixed:
+            held = sum(r.held for r in done)
+            lines.append(f"constrained unmixing: {held} of {unmixed} pixels ({100 * held / unmixed:.1f}%) "
+                         f"have an abundance held at 0")
         for r in self.results:
             if r.status == "failed":
                 lines.append(f"  FAILED {shown(r.src)}: {shown(r.reason)}")

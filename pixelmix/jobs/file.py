@@ -46,6 +46,7 @@ from ..io.names import shown
 from ..io.publish import published
 from ..io.read import open_stack
 from ..io.space import is_full, no_space, reserve
+from .constraints import HeldAtZero
 from ..io.write import create_stack, in_file_order, output_layout, page_ndim, page_tiles, write_stack
 from ..ops import Program
 from ..plan import output_dtype, plan_slabs
@@ -86,6 +87,8 @@ class FileResult:
     bytes_out: int = 0
     seconds: float = 0.0
     traceback: str = ""
+    held: int = 0  # pixels with an abundance held at 0 by a constrained unmixer (jobs.constraints)
+    unmixed: int = 0  # pixels counted for ``held``
 
 
 def failure_reason(exc: BaseException, path=None) -> str:
@@ -381,22 +384,23 @@ def process_file(
         _check_program(program, stack)
         out_dtype, n_out, names = _output(stack, program, dtype)
         record = provenance(program, src, out_dtype, nodata)
+        held = HeldAtZero(program, channel_axis=stack.channel_axis, dtype=out_dtype)
         with published(dst, replace=overwrite) as tmp:
             _write_tiff(
                 stack, tmp, program, n_out=n_out, names=names, out_dtype=out_dtype, nodata=nodata,
                 compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
-                provenance=record, progress=progress,
+                provenance=record, progress=progress, held=held,
             )
         bytes_in = stack.nbytes
     return FileResult(
         src=src, dst=dst, status="done", bytes_in=bytes_in,
-        bytes_out=dst.stat().st_size, seconds=time.perf_counter() - t0,
+        bytes_out=dst.stat().st_size, seconds=time.perf_counter() - t0, held=held.hits, unmixed=held.pixels,
     )
 
 
 def _write_tiff(
     stack, tmp: Path, program, *, n_out, names, out_dtype, nodata, compression, backend,
-    tile, max_bytes, provenance, progress,
+    tile, max_bytes, provenance, progress, held,
 ) -> None:
     """Mix ``stack`` into the new file ``tmp`` (uncompressed memory map, or tiles)."""
     shape, axes = output_layout(stack, n_out)
@@ -405,6 +409,7 @@ def _write_tiff(
 
     def mix(slab, out):
         program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata, out=out, backend=backend)
+        held.add(out)
         if progress is not None:
             progress(slab.nbytes)
 
@@ -565,6 +570,7 @@ def process_file_zarr(
         _check_program(program, stack)
         shape, axes, out_dtype, names = _zarr_layout(stack, program, dtype)
         axis = stack.channel_axis
+        held = HeldAtZero(program, channel_axis=axis, dtype=out_dtype)
         with published(dst, directory=True, replace=overwrite) as tmp:
             try:
                 image = zarr_io.ZarrImage(
@@ -573,8 +579,9 @@ def process_file_zarr(
                     name=dst.name,
                 )
                 for index, slab in stack.iter_slabs(max_bytes or config.SLAB_BYTES):
-                    image.write(index, program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata,
-                                                     backend=backend))
+                    block = program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata, backend=backend)
+                    held.add(block)
+                    image.write(index, block)
             finally:
                 # Zarr's other chunk writes may still run after one failed: they
                 # must end before the group is published or removed.
@@ -582,7 +589,7 @@ def process_file_zarr(
         bytes_in = stack.nbytes
     return FileResult(
         src=src, dst=dst, status="done", bytes_in=bytes_in, bytes_out=zarr_io.dir_size(dst),
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, held=held.hits, unmixed=held.pixels,
     )
 
 

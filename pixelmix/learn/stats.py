@@ -46,19 +46,70 @@ PAIRS = {None: 0, "right": 1, "lower": 2, "diagonal": 3}
 
 # Scratch per tile: about this many float64 values (4 MiB).
 TILE_VALUES = 2**19
+# Pixels per tile of the Gram kernel: 256 x 132 float64 rows sit in L2 while
+# every 4 x 4 block of dot products runs over them.
+GRAM_WIDTH = 256
+# Groups of tiles summed apart (in parallel), and the memory their sums may take.
+GRAM_GROUPS = 16
+GRAM_BYTES = 32 * 2**20
 
 
 def _kernels():
-    """Compile (on first use) and return the Numba packing kernel."""
-    global _pack
+    """Compile (on first use) the Numba kernels; return the tile packer (the grouped path's)."""
+    global _select, _pack, _fill, _gram_tile, _block_gram, _first_mean, prange
     if _pack is None:
         from numba import njit
+        from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
+        # Order matters: a kernel's callees are compiled before it is first called.
+        _select = njit(cache=True, nogil=True, inline="always")(_select_py)
+        _fill = njit(cache=True, nogil=True)(_fill_py)
+        # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
+        _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
+        _first_mean = njit(cache=True, nogil=True)(_first_mean_py)
+        _block_gram = njit(cache=True, nogil=True, parallel=True)(_block_gram_py)
         _pack = njit(cache=True, nogil=True)(_pack_py)
     return _pack
 
 
-_pack = None
+_select = _pack = _fill = _gram_tile = _block_gram = _first_mean = None
+prange = range  # numba.prange once the kernels are compiled
+
+
+def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
+    """The pixel that ``p`` pairs with (``p`` itself without ``pair``) if ``p`` is selected, else -1.
+
+    Selected: by the sampling rule (every ``stride``-th pixel, then a hash of
+    ``(seed, p)`` below ``threshold``), in ``mask``, and with its neighbour
+    inside the image and in ``mask`` too. No pixel value is read.
+    """
+    if stride > 1 and p % stride != 0:
+        return -1
+    if threshold < 1.0:
+        # splitmix64 of (seed, p): a fixed pseudo-random subset, no RNG state.
+        z = np.uint64(p) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        if np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0) >= threshold:
+            return -1
+    if use_mask and not mask[p]:
+        return -1
+    q = p
+    if pair > 0:
+        col = p % n_cols
+        row = (p // n_cols) % n_rows
+        if pair != 2:
+            if col == n_cols - 1:
+                return -1
+            q += 1
+        if pair != 1:
+            if row == n_rows - 1:
+                return -1
+            q += n_cols
+        if use_mask and not mask[q]:
+            return -1
+    return q
 
 
 def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
@@ -88,32 +139,9 @@ def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshol
     n = 0
     for t in range(b0, b1):
         p = t if channels_last else a * B + t
-        if stride > 1 and p % stride != 0:
+        q = _select(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
+        if q < 0:
             continue
-        if threshold < 1.0:
-            # splitmix64 of (seed, p): a fixed pseudo-random subset, no RNG state.
-            z = np.uint64(p) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-            if np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0) >= threshold:
-                continue
-        if use_mask and not mask[p]:
-            continue
-        q = p
-        if pair > 0:
-            col = p % n_cols
-            row = (p // n_cols) % n_rows
-            if pair != 2:
-                if col == n_cols - 1:
-                    continue
-                q += 1
-            if pair != 1:
-                if row == n_rows - 1:
-                    continue
-                q += n_cols
-            if use_mask and not mask[q]:
-                continue
         cand[n] = p
         partner[n] = q
         n += 1
@@ -166,6 +194,192 @@ def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshol
                 cand[kept] = cand[j]
             kept += 1
     return kept, n - kept
+
+
+def _fill_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+             pair, n_cols, n_rows, shift, tile, cand, partner, bad):
+    """The selected pixels of one tile as columns of ``tile`` (channel by pixel), minus ``shift``.
+
+    Pixels and selection as in :func:`_pack_py`. Row C of ``tile`` is 1 for
+    a kept pixel, so that the tile's Gram matrix holds the count and the sums
+    too; a pixel with NaN or ``nodata`` is a column of zeros, which adds
+    nothing. Returns ``(n_columns, n_skipped)``.
+    """
+    A, C, B = x3.shape
+    channels_last = B == 1
+    n = 0
+    for t in range(b0, b1):
+        p = t if channels_last else a * B + t
+        q = _select(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
+        if q < 0:
+            continue
+        cand[n] = p
+        partner[n] = q
+        n += 1
+    # Loop order follows the memory layout of x3.
+    if channels_last:
+        for j in range(n):
+            src = x3[cand[j], :, 0]
+            other = x3[partner[j], :, 0]
+            flag = False
+            for c in range(C):
+                v = src[c]
+                fv = np.float64(v)
+                flag |= fv != fv
+                if use_nodata:
+                    flag |= v == nodata
+                if pair > 0:
+                    w = other[c]
+                    fw = np.float64(w)
+                    flag |= fw != fw
+                    if use_nodata:
+                        flag |= w == nodata
+                    fv = fv - fw
+                tile[c, j] = fv - shift[c]
+            bad[j] = flag
+    else:
+        for j in range(n):
+            bad[j] = False
+        for c in range(C):
+            row = x3[a, c]
+            out = tile[c]
+            s = shift[c]
+            for j in range(n):
+                v = row[cand[j] - a * B]
+                fv = np.float64(v)
+                flag = fv != fv
+                if use_nodata:
+                    flag |= v == nodata
+                if pair > 0:
+                    w = row[partner[j] - a * B]
+                    fw = np.float64(w)
+                    flag |= fw != fw
+                    if use_nodata:
+                        flag |= w == nodata
+                    fv = fv - fw
+                bad[j] |= flag
+                out[j] = fv - s
+    n_bad = 0
+    ones = tile[C]
+    for j in range(n):
+        ones[j] = 1.0
+        if bad[j]:
+            n_bad += 1
+            for c in range(C + 1):
+                tile[c, j] = 0.0
+    return n, n_bad
+
+
+def _gram_tile_py(tile, n, gram):
+    """``gram[a, b] += sum_j tile[a, j] tile[b, j]`` for the first ``n`` columns, blocks with a <= b.
+
+    Four rows by four rows at a time: sixteen dot products share each row
+    load, and each is vectorised over the pixels (its sum reassociated).
+    ``tile`` has a multiple of four rows; only the 4 x 4 blocks on or above
+    the diagonal are summed.
+    """
+    rows = tile.shape[0]
+    for a0 in range(0, rows, 4):
+        x0, x1, x2, x3 = tile[a0], tile[a0 + 1], tile[a0 + 2], tile[a0 + 3]
+        for b0 in range(a0, rows, 4):
+            y0, y1, y2, y3 = tile[b0], tile[b0 + 1], tile[b0 + 2], tile[b0 + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
+            for j in range(n):
+                u0, u1, u2, u3 = x0[j], x1[j], x2[j], x3[j]
+                v0, v1, v2, v3 = y0[j], y1[j], y2[j], y3[j]
+                s00 += u0 * v0
+                s01 += u0 * v1
+                s02 += u0 * v2
+                s03 += u0 * v3
+                s10 += u1 * v0
+                s11 += u1 * v1
+                s12 += u1 * v2
+                s13 += u1 * v3
+                s20 += u2 * v0
+                s21 += u2 * v1
+                s22 += u2 * v2
+                s23 += u2 * v3
+                s30 += u3 * v0
+                s31 += u3 * v1
+                s32 += u3 * v2
+                s33 += u3 * v3
+            g0, g1, g2, g3 = gram[a0], gram[a0 + 1], gram[a0 + 2], gram[a0 + 3]
+            g0[b0] += s00
+            g0[b0 + 1] += s01
+            g0[b0 + 2] += s02
+            g0[b0 + 3] += s03
+            g1[b0] += s10
+            g1[b0 + 1] += s11
+            g1[b0 + 2] += s12
+            g1[b0 + 3] += s13
+            g2[b0] += s20
+            g2[b0 + 1] += s21
+            g2[b0 + 2] += s22
+            g2[b0 + 3] += s23
+            g3[b0] += s30
+            g3[b0 + 1] += s31
+            g3[b0 + 2] += s32
+            g3[b0 + 3] += s33
+
+
+def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+                   pair, n_cols, n_rows, width, rows):
+    """The mean of the kept pixels of the block's first tile that has any (zeros if none).
+
+    Subtracted from every value before the sums: close to the block's mean,
+    so that no large numbers cancel.
+    """
+    A, C, B = x3.shape
+    inner = A if B == 1 else B
+    per_row = (inner + width - 1) // width
+    tile = np.zeros((rows, width))
+    cand = np.empty(width, dtype=np.int64)
+    partner = np.empty(width, dtype=np.int64)
+    bad = np.empty(width, dtype=np.bool_)
+    zero = np.zeros(C)
+    mean = np.zeros(C)
+    for t in range(per_row * (1 if B == 1 else A)):
+        a = t // per_row
+        b0 = (t % per_row) * width
+        n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, stride,
+                         threshold, seed, pair, n_cols, n_rows, zero, tile, cand, partner, bad)
+        if n > n_bad:
+            for c in range(C):
+                mean[c] = tile[c, :n].sum() / (n - n_bad)
+            return mean
+    return mean
+
+
+def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+                   pair, n_cols, n_rows, shift, width, grams, skipped):
+    """The Gram matrices of the block's tiles, summed in ``grams.shape[0]`` fixed groups of tiles.
+
+    ``grams[g]`` (rows x rows, rows >= C + 1 a multiple of 4) receives the
+    upper 4 x 4 blocks of the sums of its tiles in order, ``skipped[g]`` the
+    pixels its tiles dropped. The groups run in parallel; the split into
+    groups does not depend on the thread count, so neither does the result.
+    """
+    A, C, B = x3.shape
+    outer, inner = (1, A) if B == 1 else (A, B)
+    per_row = (inner + width - 1) // width
+    n_tiles = outer * per_row
+    n_groups, rows = grams.shape[0], grams.shape[1]
+    for g in prange(n_groups):
+        tile = np.zeros((rows, width))
+        cand = np.empty(width, dtype=np.int64)
+        partner = np.empty(width, dtype=np.int64)
+        bad = np.empty(width, dtype=np.bool_)
+        dropped = 0
+        for t in range(g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups):
+            a = t // per_row
+            b0 = (t % per_row) * width
+            n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, stride,
+                             threshold, seed, pair, n_cols, n_rows, shift, tile, cand, partner, bad)
+            dropped += n_bad
+            if n > n_bad:
+                _gram_tile(tile, n, grams[g])
+        skipped[g] = dropped
 
 
 @dataclass
@@ -413,6 +627,10 @@ def block_moments(
     x3 = _x3(values, axis)
     A, C, B = x3.shape
     kernel = _kernels()
+    if flat_labels is None:
+        return _gram_moments(
+            x3, flat_mask, nodata, stride, threshold, np.uint64(seed % 2**63), PAIRS[pair], n_cols, n_rows
+        )
     tile = max(256, TILE_VALUES // max(C, 1))
     buf = np.empty((tile, C) if B == 1 else (C, tile))
     cand = np.empty(tile, dtype=np.int64)
@@ -445,6 +663,49 @@ def block_moments(
     if flat_labels is None:
         return acc.moments(0, skipped)
     return GroupMoments({label: acc.moments(label, 0) for label in acc.groups})
+
+
+def _gram_moments(x3, flat_mask, nodata, stride, threshold, seed, pair, n_cols, n_rows) -> Moments:
+    """The moments of one block from Gram matrices of shifted tiles (:func:`_block_gram_py`).
+
+    Tiles of GRAM_WIDTH pixels, each a (C + 1) x pixels matrix of shifted
+    values and a row of ones, so that one product gives the count, the sums
+    and the cross-products. The products run in a Numba kernel (AVX-512
+    where the CPU has it, which OpenBLAS builds often do not use), in groups
+    of tiles on all threads, with float64 sums.
+    """
+    A, C, B = x3.shape
+    rows = (C + 1 + 3) // 4 * 4
+    inner = A if B == 1 else B
+    width = GRAM_WIDTH
+    n_tiles = (1 if B == 1 else A) * ((inner + width - 1) // width)
+    # Fixed groups (so the sums do not depend on the thread count), fewer when wide.
+    n_groups = max(1, min(n_tiles, GRAM_GROUPS, GRAM_BYTES // (rows * rows * 8)))
+    mask = np.zeros(1, dtype=np.bool_) if flat_mask is None else flat_mask
+    use_nodata = nodata is not None
+    nodata = 0.0 if nodata is None else float(nodata)
+    common = (mask, flat_mask is not None, nodata, use_nodata, stride, threshold, seed, pair, n_cols, n_rows)
+    shift = _first_mean(x3, *common, width, rows)
+    grams = np.zeros((n_groups, rows, rows))
+    skipped = np.zeros(n_groups, dtype=np.int64)
+    _launch(_block_gram, x3, *common, shift, width, grams, skipped)
+    total = grams.sum(axis=0)
+    upper = np.triu(total)
+    full = upper + np.triu(total, 1).T
+    n = int(round(full[C, C]))
+    if n == 0:
+        return Moments(0, np.zeros(C), np.zeros((C, C)), int(skipped.sum()))
+    sums = full[:C, C]
+    scatter = full[:C, :C] - np.outer(sums, sums) / n
+    scatter = (scatter + scatter.T) / 2
+    return Moments(n, shift + sums / n, scatter, int(skipped.sum()))
+
+
+def _launch(kernel, *args):
+    """Run a parallel kernel, serialised where Numba's threading layer needs it (see backends.cpu)."""
+    from ..backends.cpu import launch
+
+    return launch(kernel, *args)
 
 
 def _aux(arr, spatial: tuple[int, ...], name: str, dtype) -> np.ndarray | None:
