@@ -21,6 +21,13 @@ TILE_VALUES = 2**17
 # A per-channel lookup table replaces leading per-channel steps when it is this small.
 LUT_MAX_VALUES = 2**20
 
+# OpenMP wait policy of Numba's parallel kernels: PASSIVE threads sleep when a
+# call ends instead of spinning for milliseconds on the cores the next library
+# (BLAS, PyTorch) needs. Unlike the other knobs it is read once, when
+# pixelmix.kernels is imported (the OpenMP runtime reads it when it loads), and
+# a value already in the environment wins. None: leave the runtime's default.
+OMP_WAIT_POLICY: str | None = "PASSIVE"
+
 # -- CUDA backend ----------------------------------------------------------------
 # Threads per block of the mixing kernel.
 THREADS_PER_BLOCK = 256

@@ -167,3 +167,13 @@ def test_runs_as_a_user_with_no_home_and_a_read_only_install(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "pixelmix-numba-cache" in out.stdout
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose():
+    script = "import os, pixelmix; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ACTIVE", out.stderr

@@ -67,11 +67,19 @@ def launch(kernel, *args, **kwargs):
     Numba's workqueue layer aborts when two threads launch parallel regions
     at once (tbb and omp are thread-safe): launches are serialised on it, and
     on the first launch, which is when the layer gets chosen.
+
+    The kernels' parallel loops run over a few groups of tiles per thread,
+    handed out one at a time (chunk size 1) rather than split evenly up
+    front: on a machine where other processes hold some cores, the threads
+    that run take over the groups of those that wait. Every result is still
+    per pixel (or per fixed group), so it does not depend on which thread
+    took which group.
     """
-    if threading_layer() in (None, "workqueue"):
-        with _launch_lock:
-            return kernel(*args, **kwargs)
-    return kernel(*args, **kwargs)
+    with numba.parallel_chunksize(1):
+        if threading_layer() in (None, "workqueue"):
+            with _launch_lock:
+                return kernel(*args, **kwargs)
+        return kernel(*args, **kwargs)
 
 
 def run_cpu(request: Request) -> None:

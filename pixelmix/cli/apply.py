@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from functools import partial
 
@@ -19,7 +20,9 @@ _DESCRIPTION = (
     "Apply a mixer (or per-pixel program) to every pixel of each input, "
     "streaming in slabs with bounded memory, and write OUTDIR/<same name>. Outputs keep "
     "the input's axes (C replaced by the mixer's outputs), calibration, and record the "
-    "output channel names and the mixer. Each output is written to a temporary file and "
+    "output channel names and the mixer. A GeoTIFF gives a GeoTIFF: same CRS, geotransform, "
+    "interleave and tiling, band descriptions = output names, and the output's nodata "
+    "(NaN for float outputs). Each output is written to a temporary file and "
     "renamed into place when complete; one bad input never stops the others.\n\n"
     "An existing output is never replaced without --overwrite (or --resume redoing it), "
     "also when another run writing the same directory finishes it first. A disk too full "
@@ -75,10 +78,14 @@ def _add_output_options(p) -> None:
     p.add_argument("--dtype", default=None,
                    choices=["float32", "float64", "uint8", "uint16", "int16", "int32"],
                    help="output dtype (default float32; integers round half to even and saturate)")
-    p.add_argument("--nodata", type=float, default=None, metavar="V",
-                   help="input value marking missing pixels")
+    p.add_argument("--nodata", type=nodata_option, default=None, metavar="V",
+                   help="input value marking missing pixels (default: the file's own, e.g. a GeoTIFF's "
+                   "nodata; 'none': no value marks missing pixels)")
+    p.add_argument("--ignore-channel-names", action="store_true",
+                   help="apply a mixer by position to files whose channel names differ from those it "
+                   "was made for (refused otherwise)")
     p.add_argument("--compression", default="none", choices=["none", "zlib", "zstd", "lzw"],
-                   help="output compression (default none: fastest, memory-mappable)")
+                   help="output compression (default none: fastest, memory-mappable; a tiled GeoTIFF stays tiled)")
     p.add_argument("--resume", action="store_true",
                    help="skip inputs whose output is complete and made by the same mixer (the "
                    "SHA-256 in its provenance), dtype and nodata; redo (replace) the others")
@@ -97,6 +104,26 @@ def _add_cluster_options(p) -> None:
     cluster.add_argument("--dask", action="store_true", help="send the files to a local Dask cluster")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="with --dask: worker processes (default one per core)")
+
+
+NO_NODATA = "none"
+
+
+def nodata_option(text: str) -> float | str:
+    """The value of ``--nodata``: a number, or ``"none"`` (no value marks missing pixels, not even the file's own).
+
+    Examples
+    --------
+    >>> from pixelmix.cli.apply import nodata_option
+    >>> nodata_option("-9999"), nodata_option("None")
+    (-9999.0, 'none')
+    """
+    if text.strip().lower() == NO_NODATA:
+        return NO_NODATA
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
 
 
 def _check(args) -> None:
@@ -136,7 +163,9 @@ def run(args) -> int:
             debug=args.debug,
             channel_axis=args.channel_axis,
             dtype=args.dtype,
-            nodata=args.nodata,
+            nodata=None if args.nodata == NO_NODATA else args.nodata,
+            file_nodata=args.nodata != NO_NODATA,
+            check_names=not args.ignore_channel_names,
             compression=None if args.compression == "none" else args.compression,
             backend=args.backend,
             max_bytes=int(args.slab_mb * 2**20),

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..io.geotiff import input_nodata
+from ..io.names import shown
+from ..io.read import open_stack
 from ..jobs.batch import expand_inputs
 from ..learn import fit_mnf, fit_pca
+from ..plan import dtype_problem
+from .apply import NO_NODATA, nodata_option
 from .common import EXIT_OK, UsageError, add_channel_axis, formatter
 from . import unmix
 from .report import fit_report
@@ -44,8 +49,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--sample", type=float, default=None, metavar="F",
                    help="fit on a fraction F of the pixels (or every F-th pixel when F > 1)")
     p.add_argument("--whiten", action="store_true", help="PCA: scale components to unit variance")
-    p.add_argument("--nodata", type=float, default=None, metavar="V",
-                   help="input value marking missing pixels (skipped)")
+    p.add_argument("--nodata", type=nodata_option, default=None, metavar="V",
+                   help="input value marking missing pixels, which are skipped (default: the files' own, "
+                   "e.g. a GeoTIFF's nodata; 'none': skip no value)")
     p.add_argument("--report", metavar="PNG",
                    help="save a figure of explained variance and the first components (needs matplotlib)")
     unmix.add_options(p)
@@ -69,6 +75,7 @@ def run(args) -> int:
     files, missing = expand_inputs(args.files)
     if missing:
         raise UsageError("; ".join(f"{m.src}: {m.reason}" for m in missing))
+    args.nodata = fit_nodata(files, args.nodata, args.channel_axis)
     if args.method in unmix.RUNNERS:
         args.sample = _sample_value(args.sample)
         return unmix.RUNNERS[args.method](args, [str(f) for f in files])
@@ -97,6 +104,33 @@ def run(args) -> int:
         fit_report(mixer, data[0], args.report, channel_axis=args.channel_axis)
         print(f"wrote {args.report}")
     return EXIT_OK
+
+
+def fit_nodata(files, nodata, channel_axis=None) -> float | None:
+    """The nodata a fit skips: ``--nodata`` if given, else the one the files declare.
+
+    Also refuses, in one line, files whose dtype no fit can take. Files
+    that declare different values (or some none) cannot be fitted with one
+    value: the user chooses with ``--nodata``.
+    """
+    if nodata == NO_NODATA:
+        nodata, declared = None, False
+    else:
+        declared = nodata is None
+    found: dict[Path, float | None] = {}
+    for path in files:
+        with open_stack(path, channel_axis=channel_axis) as stack:
+            problem = dtype_problem(stack.dtype)
+            if problem is not None:
+                raise UsageError(f"{shown(path)}: {problem}")
+            if declared:
+                found[path] = input_nodata(stack.geo, stack.dtype)
+    values = set(found.values())
+    if len(values) > 1:
+        listed = ", ".join(f"{shown(p.name)}: {'none' if v is None else f'{v:g}'}" for p, v in found.items())
+        raise UsageError(f"the files declare different nodata values ({listed}); fit them separately, or "
+                         f"give the value to skip with --nodata V (--nodata none skips none)")
+    return values.pop() if declared and values else nodata
 
 
 def fit_summary(mixer) -> str:

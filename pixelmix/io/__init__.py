@@ -13,6 +13,12 @@
 - :mod:`pixelmix.io.space`: the blocks of a memory-mapped output reserved
   first, so a full disk is an error for that file, never a SIGBUS.
 - :mod:`pixelmix.io.names`: channel names made storable, names made printable.
+- Flavours, kept from input to output: :mod:`pixelmix.io.geotiff` (CRS,
+  geotransform, nodata, GDAL band metadata), :mod:`pixelmix.io.ome`
+  (valid OME-XML), :mod:`pixelmix.io.imagej` (hyperstacks),
+  :mod:`pixelmix.io.pyramid` (series and resolution levels, and which
+  writer a file's flavour takes), :mod:`pixelmix.io.ome_zarr` (OME-Zarr 0.4
+  axes, scales and omero channels).
 
 Of pixelmix this package imports only :mod:`pixelmix.plan` (never jobs,
 cli, learn or dispatch); tifffile, zarr and imagecodecs are imported when a

@@ -30,6 +30,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ome import sample_names
+from .pyramid import tiff_series
+
 __all__ = ["Metadata", "read_metadata", "channel_metadata", "calibration"]
 
 # Length units to nanometres (wavelengths).
@@ -48,8 +51,8 @@ class Metadata:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
-def read_metadata(tif, n_channels: int, letter: str) -> Metadata:
-    """The metadata of the first series of an open ``tifffile.TiffFile``.
+def read_metadata(tif, n_channels: int, letter: str, series: int = 0, level: int = 0) -> Metadata:
+    """The metadata of one series (and pyramid level) of an open ``tifffile.TiffFile``.
 
     Parameters
     ----------
@@ -60,19 +63,26 @@ def read_metadata(tif, n_channels: int, letter: str) -> Metadata:
     letter : str
         tifffile's letter of the channel axis (ImageJ labels name channels
         only on a ``C`` axis).
+    series, level : int
+        Which series of the file (OME ``Image``), and which level of its
+        pyramid (the resolution tags are the level's own; OME physical
+        sizes are those of level 0).
 
     Returns
     -------
     Metadata
     """
-    series = tif.series[0]
-    names, waves = channel_metadata(tif, n_channels, letter)
-    return Metadata(
-        kind=str(series.kind),
-        channel_names=names,
-        wavelengths=waves,
-        calibration=calibration(tif, series.keyframe),
-    )
+    levels = tiff_series(tif)[series]
+    top, part = levels[0], levels[level]
+    names, waves = channel_metadata(tif, n_channels, letter, series)
+    cal = calibration(tif, part.keyframe, series)
+    if level:
+        # OME states the pixel size of level 0: a reduced level's pixels are larger
+        for letter_ in "XY":
+            key = f"PhysicalSize{letter_}"
+            if key in cal and letter_ in top.axes and letter_ in part.axes:
+                cal[key] *= top.shape[top.axes.index(letter_)] / part.shape[part.axes.index(letter_)]
+    return Metadata(kind=str(top.kind), channel_names=names, wavelengths=waves, calibration=cal)
 
 
 def _ome_root(tif):
@@ -87,6 +97,17 @@ def _ome_root(tif):
     return root, ns
 
 
+def _ome_pixels(tif, series: int = 0):
+    """The ``Pixels`` element of OME ``Image`` number ``series`` (tifffile's series order), and the namespace."""
+    root, ns = _ome_root(tif)
+    if root is None:
+        return None, ns
+    images = root.findall(f"{ns}Image")
+    if series >= len(images):
+        return None, ns
+    return images[series].find(f"{ns}Pixels"), ns
+
+
 def _to_nm(value, unit) -> float | None:
     try:
         v = float(value)
@@ -96,25 +117,27 @@ def _to_nm(value, unit) -> float | None:
     return None if factor is None else v * factor
 
 
-def channel_metadata(tif, n: int, letter: str) -> tuple[list[str] | None, list[float] | None]:
+def channel_metadata(
+    tif, n: int, letter: str, series: int = 0
+) -> tuple[list[str] | None, list[float] | None]:
     """Channel names and wavelengths (nm) from OME, ImageJ, JSON or GDAL metadata."""
     names: list[str] | None = None
     waves: list[float] | None = None
 
-    root, ns = _ome_root(tif)
-    if root is not None:
-        pixels = root.find(f"{ns}Image/{ns}Pixels")
-        if pixels is not None:
-            channels = pixels.findall(f"{ns}Channel")
-            if len(channels) == n:
-                got = [c.get("Name") for c in channels]
-                if all(got):
-                    names = [str(s) for s in got]
-                for attr in ("EmissionWavelength", "ExcitationWavelength"):
-                    vals = [_to_nm(c.get(attr), c.get(attr + "Unit")) for c in channels]
-                    if all(v is not None for v in vals):
-                        waves = vals  # type: ignore[assignment]
-                        break
+    pixels, ns = _ome_pixels(tif, series)
+    channels = [] if pixels is None else pixels.findall(f"{ns}Channel")
+    if len(channels) == 1 and n > 1:
+        # one interleaved channel of n samples: OME names the channel, not its samples
+        names = sample_names(_ome_root(tif)[0], series, n)
+    if channels and len(channels) == n:
+        got = [c.get("Name") for c in channels]
+        if all(got):
+            names = [str(s) for s in got]
+        for attr in ("EmissionWavelength", "ExcitationWavelength"):
+            vals = [_to_nm(c.get(attr), c.get(attr + "Unit")) for c in channels]
+            if all(v is not None for v in vals):
+                waves = vals  # type: ignore[assignment]
+                break
 
     if names is None and tif.is_imagej:
         labels = (tif.imagej_metadata or {}).get("Labels")
@@ -122,7 +145,8 @@ def channel_metadata(tif, n: int, letter: str) -> tuple[list[str] | None, list[f
             # ImageJ labels one plane each, in CZT order: the first n name the channels.
             names = [str(s) for s in labels[:n]]
 
-    shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+    # one JSON description per series of a shaped file, in order
+    shaped = tif.shaped_metadata[series] if tif.is_shaped and len(tif.shaped_metadata or ()) > series else {}
     if names is None:
         got = shaped.get("channel_names")
         if isinstance(got, list) and len(got) == n:
@@ -134,7 +158,7 @@ def channel_metadata(tif, n: int, letter: str) -> tuple[list[str] | None, list[f
             if all(v is not None for v in vals):
                 waves = vals  # type: ignore[assignment]
 
-    gdal = tif.pages.first.tags.get("GDAL_METADATA")
+    gdal = tif.pages.first.tags.get("GDAL_METADATA") if series == 0 else None  # it names the first image's bands
     if gdal is not None and (names is None or waves is None):
         g_names, g_waves = _gdal_channels(str(gdal.value), n)
         names = names or g_names
@@ -171,8 +195,8 @@ def _gdal_channels(text: str, n: int) -> tuple[list[str] | None, list[float] | N
     return out_names, out_waves  # type: ignore[return-value]
 
 
-def calibration(tif, keyframe) -> dict[str, Any]:
-    """Spatial calibration worth carrying to an output file."""
+def calibration(tif, keyframe, series: int = 0) -> dict[str, Any]:
+    """Spatial calibration worth carrying to an output file (of OME ``Image`` ``series``)."""
     cal: dict[str, Any] = {}
     try:
         res = keyframe.resolution
@@ -181,15 +205,15 @@ def calibration(tif, keyframe) -> dict[str, Any]:
             cal["resolutionunit"] = int(keyframe.resolutionunit)
     except (AttributeError, TypeError, ValueError, ZeroDivisionError):
         pass
-    root, ns = _ome_root(tif)
+    root, _ = _ome_root(tif)
     if root is not None:
-        pixels = root.find(f"{ns}Image/{ns}Pixels")
+        pixels, _ = _ome_pixels(tif, series)
         if pixels is not None:
             for key in ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ", "TimeIncrement"):
                 if pixels.get(key) is not None:
                     cal[key] = float(pixels.get(key))
-                    if pixels.get(key + "Unit") is not None:
-                        cal[key + "Unit"] = pixels.get(key + "Unit")
+                    # the OME schema's defaults, so every size is printed and carried with its unit
+                    cal[key + "Unit"] = pixels.get(key + "Unit") or ("s" if key == "TimeIncrement" else "µm")
     elif tif.is_imagej:
         ij = tif.imagej_metadata or {}
         unit = ij.get("unit")

@@ -34,7 +34,9 @@ from typing import Iterator
 import numpy as np
 
 from ..plan import normalize_axis, plan_slabs
+from .geotiff import read_geotiff
 from .metadata import read_metadata
+from .pyramid import tiff_series
 from .names import shown
 from .write import PROVENANCE_KEY
 
@@ -81,6 +83,10 @@ class TiffStack:
         ``resolutionunit`` and OME ``PhysicalSize*`` entries found in the file.
     kind : str
         ``"ome"``, ``"imagej"``, ``"shaped"``, ... (tifffile's series kind).
+    geo : pixelmix.io.geotiff.GeoInfo or None
+        The GeoTIFF / GDAL tags (CRS, geotransform, nodata, interleave,
+        tiling) of a file GDAL wrote, else None; they describe level 0 of
+        series 0.
     compression : str
         Compression of the pixel data (``"NONE"``, ``"ADOBE_DEFLATE"``, ...).
     is_memmap : bool
@@ -88,12 +94,28 @@ class TiffStack:
     provenance : dict or None
         The record of how pixelmix made the file (an output of ``pixelmix
         apply``), else None; read when first asked for.
+    series_index, level : int
+        The series and pyramid level read (both 0 unless asked otherwise).
+    n_series : int
+        Series in the file (OME images, or tifffile's series).
+    n_levels : int
+        Pyramid levels of this series (1: no pyramid).
     """
 
-    def __init__(self, path, channel_axis: int | None = None, *, max_ratio: float | None = None):
+    def __init__(
+        self,
+        path,
+        channel_axis: int | None = None,
+        *,
+        max_ratio: float | None = None,
+        series: int = 0,
+        level: int = 0,
+    ):
         import tifffile
 
         self.path = Path(path)
+        self.series_index = int(series)
+        self.level = int(level)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
         if self.path.is_dir():
@@ -126,7 +148,15 @@ class TiffStack:
         tif = self._tif
         if not tif.series:
             raise ValueError(f"{self.path} holds no image series")
-        series = tif.series[0]
+        images = tiff_series(tif)
+        self.n_series = len(images)
+        if not 0 <= self.series_index < self.n_series:
+            raise ValueError(f"{self.path} has {self.n_series} series; there is no series {self.series_index}")
+        levels = images[self.series_index]
+        self.n_levels = len(levels)
+        if not 0 <= self.level < self.n_levels:
+            raise ValueError(f"{self.path} series {self.series_index} has {self.n_levels} levels, not {self.level + 1}")
+        series = levels[self.level]
         self._series = series
         shape = tuple(int(n) for n in series.shape)
         axes = str(series.axes)
@@ -156,11 +186,15 @@ class TiffStack:
             self._open_memmap(offset, stored)
         self.is_memmap = self._memmap is not None
 
-        meta = read_metadata(tif, self.shape[self.channel_axis], self.axes[self.channel_axis])
+        meta = read_metadata(
+            tif, self.shape[self.channel_axis], self.axes[self.channel_axis], self.series_index, self.level
+        )
         self.kind = meta.kind
         self.calibration = meta.calibration
         self.channel_names = meta.channel_names
         self.wavelengths = meta.wavelengths
+        # GDAL's tags describe the file's first image (its full resolution)
+        self.geo = read_geotiff(tif) if self.series_index == 0 else None
 
     def _check_complete(self, series) -> None:
         """Raise if the file cannot hold the pixels its tags claim, or ends before them."""
@@ -251,6 +285,11 @@ class TiffStack:
         if not hasattr(self, "_provenance"):
             self._provenance = read_provenance(self._tif)
         return self._provenance
+
+    @property
+    def tiff(self):
+        """The open ``tifffile.TiffFile`` (for the metadata readers of :mod:`pixelmix.io`)."""
+        return self._tif
 
     @property
     def n_channels(self) -> int:
@@ -407,7 +446,12 @@ class _TiffLog(logging.Handler):
 
 
 def open_stack(
-    path: str | os.PathLike, channel_axis: int | None = None, *, max_ratio: float | None = None
+    path: str | os.PathLike,
+    channel_axis: int | None = None,
+    *,
+    max_ratio: float | None = None,
+    series: int = 0,
+    level: int = 0,
 ) -> TiffStack:
     """Open a TIFF stack for reading in slabs, without loading it.
 
@@ -426,6 +470,10 @@ def open_stack(
         uncompressed data, :data:`MAX_COMPRESSION_RATIO` for other codecs).
         Raise it for genuine sparse or blank files; ``math.inf`` turns the
         check off.
+    series, level : int
+        Which series of the file (an OME ``Image``, a tifffile series) and
+        which level of its pyramid (0: full resolution) to read; see
+        ``n_series`` and ``n_levels``.
 
     Returns
     -------
@@ -452,14 +500,14 @@ def open_stack(
     ...     print(stack.shape, stack.axes, stack.channel_axis, stack.channel_names)
     (2, 3, 16, 16) ZCYX 1 ['a', 'b', 'c']
     """
-    return TiffStack(path, channel_axis, max_ratio=max_ratio)
+    return TiffStack(path, channel_axis, max_ratio=max_ratio, series=series, level=level)
 
 
 def read_provenance(tif) -> dict | None:
     """The provenance record pixelmix wrote into an open ``tifffile.TiffFile``, or None.
 
-    It is the ``pixelmix`` entry of the JSON in the OME ``Description``, or
-    of tifffile's JSON image description.
+    It is the ``pixelmix`` entry of the JSON in the OME ``Description``, of
+    tifffile's JSON image description, or of an ImageJ file's ``Properties``.
 
     Examples
     --------
@@ -486,6 +534,8 @@ def read_provenance(tif) -> dict | None:
                 record = json.loads(description.text).get(PROVENANCE_KEY)
         elif tif.is_shaped and tif.shaped_metadata:
             record = tif.shaped_metadata[0].get(PROVENANCE_KEY)
+        elif tif.is_imagej:  # pixelmix.io.imagej keeps it in the Properties
+            record = json.loads(((tif.imagej_metadata or {}).get("Properties") or {}).get(PROVENANCE_KEY, "null"))
     except Exception:  # unreadable metadata: no record, the file is judged on its pixels
         return None
     return record if isinstance(record, dict) else None

@@ -15,6 +15,8 @@ Both write BigTIFF when the data will not fit a classic TIFF
 (:data:`BIGTIFF_ABOVE`). Outputs whose axes OME can express (``TZCYX``
 letters, channels as planes) are OME-TIFF; others, such as channels-last
 ``YXS``, use tifffile's JSON description, which holds the same information.
+The output of a GeoTIFF also gets its georeferencing and GDAL tags (the
+``extratags`` of :func:`pixelmix.io.geotiff.output_tags`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +56,8 @@ def output_layout(stack, n_out: int) -> tuple[tuple[int, ...], str]:
     """Shape and axes of the output of a K-channel mix of ``stack``: C replaced by K.
 
     ``stack`` is a :class:`~pixelmix.io.read.TiffStack` (anything with its
-    ``shape``, ``axes``, ``channel_axis`` and ``ndim``).
+    ``shape``, ``axes``, ``channel_axis`` and ``ndim``). A channels-first
+    GeoTIFF (``stack.geo``) gives ``"SYX"``: one page of K sample planes.
 
     Examples
     --------
@@ -67,6 +70,11 @@ def output_layout(stack, n_out: int) -> tuple[tuple[int, ...], str]:
     shape[stack.channel_axis] = n_out
     axes = list(stack.axes)
     letter = axes[stack.channel_axis]
+    if getattr(stack, "geo", None) is not None and stack.ndim == 3 and stack.channel_axis == 0:
+        # a band-interleaved (or one-band) GeoTIFF: one page of K sample planes,
+        # which GDAL reads as K bands (pages would be 1 band and subdatasets)
+        axes[0] = "S"
+        return tuple(shape), "".join(axes)
     if stack.channel_axis == stack.ndim - 1 and stack.ndim >= 3:
         axes[stack.channel_axis] = "S"  # channels-last stays contiguous samples
     elif letter not in "CS":
@@ -100,7 +108,7 @@ def page_ndim(shape, axes: str) -> int:
 
 
 def _write_kwargs(
-    shape, dtype, axes: str, *, channel_names, provenance, calibration
+    shape, dtype, axes: str, *, channel_names, provenance, calibration, wavelengths=None, extratags=()
 ) -> dict[str, Any]:
     """tifffile keyword arguments describing an output file."""
     dtype = np.dtype(dtype)
@@ -109,6 +117,10 @@ def _write_kwargs(
     k = shape[axes.index("S")] if "S" in axes else None
     if page_ndim(shape, axes) == 3 and k and k > 1:
         kwargs["planarconfig"] = "contig"
+    elif k is not None and k > 1 and not axes.endswith("S"):
+        kwargs["planarconfig"] = "separate"  # "SYX": the sample planes of one page
+    if extratags:
+        kwargs["extratags"] = list(extratags)
     calibration = dict(calibration or {})
     if "resolution" in calibration:
         kwargs["resolution"] = tuple(calibration.pop("resolution"))
@@ -123,6 +135,10 @@ def _write_kwargs(
         meta.update(calibration)
         if channel_names:
             meta["Channel"] = {"Name": list(channel_names)}
+        if wavelengths:
+            meta.setdefault("Channel", {}).update(
+                EmissionWavelength=[float(w) for w in wavelengths], EmissionWavelengthUnit=["nm"] * len(wavelengths)
+            )
         if desc:
             meta["Description"] = desc
         kwargs["ome"] = True
@@ -130,6 +146,8 @@ def _write_kwargs(
         meta = {"axes": axes}
         if channel_names:
             meta["channel_names"] = list(channel_names)
+        if wavelengths:
+            meta["wavelengths"] = [float(w) for w in wavelengths]
         if provenance is not None:
             meta[PROVENANCE_KEY] = provenance
         meta.update({k: v for k, v in calibration.items() if k.startswith(("PhysicalSize", "Time"))})
@@ -149,6 +167,8 @@ def create_stack(
     channel_names: Iterable[str] | None = None,
     provenance: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    wavelengths: Sequence[float] | None = None,
+    extratags: Sequence[tuple] = (),
 ) -> np.memmap:
     """Create an uncompressed, contiguous TIFF and return it memory-mapped for writing.
 
@@ -177,7 +197,8 @@ def create_stack(
     import tifffile
 
     kwargs = _write_kwargs(
-        shape, dtype, axes, channel_names=channel_names, provenance=provenance, calibration=calibration
+        shape, dtype, axes, channel_names=channel_names, provenance=provenance, calibration=calibration,
+        wavelengths=wavelengths, extratags=extratags,
     )
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     try:
@@ -233,6 +254,8 @@ def write_stack(
     channel_names: Iterable[str] | None = None,
     provenance: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    wavelengths: Sequence[float] | None = None,
+    extratags: Sequence[tuple] = (),
 ) -> None:
     """Write a tiled TIFF from an iterator of tiles, never holding the image.
 
@@ -257,6 +280,13 @@ def write_stack(
         the ``pixelmix`` key of the JSON description).
     calibration : dict, optional
         ``TiffStack.calibration`` of the input: resolution and physical sizes.
+    wavelengths : sequence of float, optional
+        Channel wavelengths in nm (OME ``EmissionWavelength``, or
+        ``wavelengths`` in the JSON description), given when they still hold.
+    extratags : sequence of tuple, optional
+        More tags, as tifffile's ``extratags`` (the GeoTIFF and GDAL tags of
+        :func:`pixelmix.io.geotiff.output_tags`). Axes ``"SYX"`` write one
+        page of planar sample planes (a band-interleaved GeoTIFF).
 
     Examples
     --------
@@ -277,7 +307,8 @@ def write_stack(
     if tile[0] % 16 or tile[1] % 16 or min(tile) < 16:
         raise ValueError(f"tile sizes must be positive multiples of 16, got {tile}")
     kwargs = _write_kwargs(
-        shape, dtype, axes, channel_names=channel_names, provenance=provenance, calibration=calibration
+        shape, dtype, axes, channel_names=channel_names, provenance=provenance, calibration=calibration,
+        wavelengths=wavelengths, extratags=extratags,
     )
     ome = kwargs.pop("ome")
     bigtiff = kwargs.pop("bigtiff")

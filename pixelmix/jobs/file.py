@@ -26,6 +26,7 @@ output dtype, nodata and the time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -41,15 +42,20 @@ import numpy as np
 
 from .. import __version__, config
 from ..dispatch import BACKENDS
+from ..io import geotiff
 from ..io import zarr as zarr_io
+from ..io.imagej import imagej_metadata, read_imagej
 from ..io.names import shown
+from ..io.ome import ome_layout, ome_metadata, read_image
+from ..io.ome_zarr import zarr_calibration
 from ..io.publish import published
+from ..io.pyramid import LevelOut, SeriesOut, TiffOutput, describe, output_flavour
 from ..io.read import open_stack
 from ..io.space import is_full, no_space, reserve
 from .constraints import HeldAtZero
 from ..io.write import create_stack, in_file_order, output_layout, page_ndim, page_tiles, write_stack
 from ..ops import Program
-from ..plan import output_dtype, plan_slabs
+from ..plan import dtype_problem, output_dtype, plan_slabs
 
 __all__ = [
     "FileResult",
@@ -62,6 +68,8 @@ __all__ = [
     "program_sha256",
     "same_origin",
     "program_info",
+    "program_input_names",
+    "keeps_channels",
     "PROVENANCE_MAX_BYTES",
 ]
 
@@ -133,6 +141,51 @@ def program_info(program) -> tuple[int | None, int | None, list[str] | None]:
     else:
         names = program.output_names
     return program.n_inputs, program.n_outputs, None if names is None else list(names)
+
+
+def program_input_names(program) -> list[str] | None:
+    """The channel names a Mixer or Program was made for (its first mixer's input names), or None.
+
+    Examples
+    --------
+    >>> import pixelmix as pm
+    >>> from pixelmix import ops
+    >>> from pixelmix.jobs.file import program_input_names
+    >>> program_input_names(pm.Program([ops.relu(), pm.Mixer([[1.0, 1.0]], input_names=["a", "b"])]))
+    ['a', 'b']
+    """
+    step = _first_mixing_step(program)
+    names = getattr(step, "input_names", None)
+    return None if names is None else list(names)
+
+
+def _first_mixing_step(program):
+    steps = program.steps if isinstance(program, Program) else (program,)
+    # elementwise steps before it keep the channels: its inputs are the file's
+    return next((step for step in steps if step.n_inputs is not None), None)
+
+
+def keeps_channels(program) -> bool:
+    """Whether output channel i of ``program`` is its input channel i.
+
+    True for an elementwise program, and for a map whose output names are
+    its input names (a denoiser such as ``pca.pinv() @ pca``): what the
+    input says of its channels (wavelengths) then still holds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pixelmix as pm
+    >>> from pixelmix.jobs.file import keeps_channels
+    >>> pca = pm.Mixer(np.eye(2, 3), input_names=["a", "b", "c"], output_names=["PC1", "PC2"])
+    >>> keeps_channels(pca), keeps_channels(pca.pinv() @ pca)
+    (False, True)
+    """
+    _, n_out, out_names = program_info(program)
+    if n_out is None:
+        return True
+    in_names = program_input_names(program)
+    return in_names is not None and out_names is not None and list(in_names) == list(out_names)
 
 
 def _program_text(program) -> tuple[dict[str, Any], str]:
@@ -260,7 +313,8 @@ def is_complete(
     """
     try:
         with open_stack(dst) as stack:
-            if shape is not None and tuple(stack.shape) != tuple(shape):
+            # TIFF readers drop axes of length 1 (one output channel of an OME or ImageJ file)
+            if shape is not None and [n for n in stack.shape if n != 1] != [n for n in shape if n != 1]:
                 return False
             if dtype is not None and stack.dtype != np.dtype(dtype):
                 return False
@@ -269,6 +323,48 @@ def is_complete(
     except Exception:
         return False
     return True
+
+
+def _listed(names, limit: int = 16) -> str:
+    shown_names = [repr(shown(n)) for n in names]
+    if len(shown_names) > limit:
+        shown_names = shown_names[:limit] + [f"... ({len(names)} in all)"]
+    return "[" + ", ".join(shown_names) + "]"
+
+
+def _check_names(program, stack) -> None:
+    """Refuse a mixer made for channels named otherwise than the file's (in order and set).
+
+    A preset's input names say what it expects in general (``R, G, B``, the
+    wavelengths it was built for), not which file it came from: not checked.
+    """
+    metadata = getattr(_first_mixing_step(program), "metadata", None) or {}
+    while metadata.get("method") == "compose" and metadata.get("steps"):
+        metadata = metadata["steps"][0] or {}  # the map applied first holds the input names
+    if metadata.get("method") == "preset":
+        return
+    expected = program_input_names(program)
+    found = stack.channel_names
+    if expected is None or found is None or len(expected) != len(found) or list(expected) == list(found):
+        return
+    first = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
+    how = "the same channels in another order" if sorted(expected) == sorted(found) else "other channels"
+    raise ValueError(
+        f"has channels {_listed(found)} but the mixer was made for {_listed(expected)} ({how}: "
+        f"channel {first} is {shown(found[first])!r}, the mixer's is {shown(expected[first])!r}); "
+        f"give it a file with the mixer's channels, or pass --ignore-channel-names "
+        f"(check_names=False) to apply it by position anyway"
+    )
+
+
+def _check_input(program, stack, check_names: bool) -> None:
+    """Refuse an input the program cannot run on, before any output is created."""
+    problem = dtype_problem(stack.dtype)
+    if problem is not None:
+        raise ValueError(problem)
+    _check_program(program, stack)
+    if check_names:
+        _check_names(program, stack)
 
 
 def _check_program(program, stack) -> None:
@@ -308,13 +404,22 @@ def process_file(
     nodata=None,
     compression: str | None = None,
     backend: str = "auto",
-    tile: tuple[int, int] = (256, 256),
+    tile: tuple[int, int] | None = None,
     max_bytes: int | None = None,
     max_ratio: float | None = None,
     overwrite: bool = False,
     progress: Callable[[int], Any] | None = None,
+    file_nodata: bool = True,
+    check_names: bool = True,
 ) -> FileResult:
     """Mix one TIFF stack into a new TIFF file, slab by slab, atomically.
+
+    The output is of the input's flavour (:func:`pixelmix.io.pyramid.output_flavour`):
+    an OME-TIFF of an OME input (its name, sizes, date, positions carried;
+    :mod:`pixelmix.io.ome`), an ImageJ hyperstack of an ImageJ one
+    (:mod:`pixelmix.io.imagej`), a GeoTIFF of a GeoTIFF; every series and
+    pyramid level of the input is mixed and written as the same series and
+    levels.
 
     Parameters
     ----------
@@ -328,14 +433,17 @@ def process_file(
         Output dtype (default float32; float64 for float64 input). Integer
         types round half to even and saturate.
     nodata : number, optional
-        Input value marking missing pixels (see ``Mixer.apply``).
+        Input value marking missing pixels (see ``Mixer.apply``). Default:
+        the file's own (a GeoTIFF's ``GDAL_NODATA``) unless ``file_nodata``
+        is False.
     compression : {None, "zlib", "zstd", "lzw"}
         None writes an uncompressed, contiguous, memory-mappable file
-        (fastest); otherwise a tiled, compressed one.
+        (fastest; tiled when the input is a tiled GeoTIFF); otherwise a
+        tiled, compressed one.
     backend : {"auto", "cpu", "cuda", "numpy"}
         Passed to ``apply``.
-    tile : (int, int)
-        Tile size of compressed outputs.
+    tile : (int, int), optional
+        Tile size of tiled outputs (default: a tiled GeoTIFF's own, else 256 x 256).
     max_bytes : int, optional
         Size of the input slabs read at once; bounds the memory used.
         Default ``pixelmix.config.SLAB_BYTES``.
@@ -348,6 +456,12 @@ def process_file(
         this one writes, raises :class:`FileExistsError` and is kept.
     progress : callable, optional
         Called with the number of input bytes after each slab.
+    file_nodata : bool
+        Use the file's own nodata when ``nodata`` is not given.
+    check_names : bool
+        Refuse a mixer whose input channel names, when it records them,
+        differ from the file's channel names (in order or set); False
+        applies it by position.
 
     Returns
     -------
@@ -381,30 +495,76 @@ def process_file(
         raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
     t0 = time.perf_counter()
     with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
-        _check_program(program, stack)
+        _check_input(program, stack, check_names)
+        nodata = geotiff.input_nodata(stack.geo, stack.dtype, nodata, file_nodata)
         out_dtype, n_out, names = _output(stack, program, dtype)
         record = provenance(program, src, out_dtype, nodata)
         held = HeldAtZero(program, channel_axis=stack.channel_axis, dtype=out_dtype)
+        shape, axes = output_layout(stack, n_out)
+        flavour = output_flavour(stack, dst, shape=shape, axes=axes, dtype=out_dtype)
+        tile, tiled = _out_tile(stack, tile)
         with published(dst, replace=overwrite) as tmp:
-            _write_tiff(
-                stack, tmp, program, n_out=n_out, names=names, out_dtype=out_dtype, nodata=nodata,
-                compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
-                provenance=record, progress=progress, held=held,
-            )
-        bytes_in = stack.nbytes
+            if flavour is None:
+                wavelengths = stack.wavelengths if keeps_channels(program) else None
+                _write_tiff(
+                    stack, tmp, program, n_out=n_out, names=names, out_dtype=out_dtype, nodata=nodata,
+                    compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
+                    provenance=record, progress=progress, held=held, wavelengths=wavelengths, tiled=tiled,
+                    extratags=_geo_tags(stack, program, names, wavelengths, out_dtype, nodata, file_nodata),
+                )
+                bytes_in = stack.nbytes
+            else:  # OME or ImageJ, every series and pyramid level (pixelmix.io.pyramid)
+                bytes_in = _write_flavoured(
+                    src, stack, tmp, program, flavour, dtype=dtype, channel_axis=channel_axis, max_ratio=max_ratio,
+                    nodata=nodata, compression=compression, backend=backend, tile=tile, max_bytes=max_bytes,
+                    provenance=record, progress=progress, held=held,
+                )
     return FileResult(
         src=src, dst=dst, status="done", bytes_in=bytes_in,
         bytes_out=dst.stat().st_size, seconds=time.perf_counter() - t0, held=held.hits, unmixed=held.pixels,
     )
 
 
+def _geo_tags(stack, program, names, wavelengths, out_dtype, nodata, file_nodata) -> list[tuple]:
+    """The GeoTIFF and GDAL tags of the output of a GeoTIFF (none for other inputs)."""
+    geo = stack.geo
+    if geo is None:
+        return []
+    # NaN declared as the input's nodata: its missing pixels are NaN, and so the output's
+    nan = file_nodata and geo.nodata is not None and math.isnan(geo.nodata)
+    return geotiff.output_tags(
+        geo, names=names, wavelengths=wavelengths, keeps_channels=keeps_channels(program),
+        nodata=geotiff.output_nodata(nodata, out_dtype, nan=nan),
+    )
+
+
+def _out_tile(stack, tile) -> tuple[tuple[int, int], bool]:
+    """The output's tile size, and whether it is tiled even uncompressed (a tiled GeoTIFF in)."""
+    geo_tile = None if stack.geo is None else stack.geo.tile
+    if geo_tile is not None and (geo_tile[0] % 16 or geo_tile[1] % 16):
+        geo_tile = None  # TIFF tiles are multiples of 16: such a file gets the default
+    if tile is None:
+        tile = geo_tile or (256, 256)
+    return (int(tile[0]), int(tile[1])), geo_tile is not None
+
+
 def _write_tiff(
     stack, tmp: Path, program, *, n_out, names, out_dtype, nodata, compression, backend,
-    tile, max_bytes, provenance, progress, held,
+    tile, max_bytes, provenance, progress, held, create=create_stack, write=write_stack,
+    wavelengths=None, extratags=(), tiled=False,
 ) -> None:
-    """Mix ``stack`` into the new file ``tmp`` (uncompressed memory map, or tiles)."""
+    """Mix ``stack`` into the new file ``tmp`` (uncompressed memory map, or tiles).
+
+    ``create`` makes the memory-mapped output (:func:`~pixelmix.io.write.create_stack`)
+    and ``write`` streams the tiles of a compressed one
+    (:func:`~pixelmix.io.write.write_stack`); :func:`_write_flavoured` passes
+    ones that fill one level of a file of several series and levels.
+    ``tiled`` writes tiles even uncompressed (the input is a tiled GeoTIFF).
+    """
     shape, axes = output_layout(stack, n_out)
     meta = dict(channel_names=names, provenance=provenance, calibration=stack.calibration)
+    if wavelengths is not None or extratags:
+        meta.update(wavelengths=wavelengths, extratags=extratags)
     axis = stack.channel_axis
 
     def mix(slab, out):
@@ -413,8 +573,8 @@ def _write_tiff(
         if progress is not None:
             progress(slab.nbytes)
 
-    if compression is None:
-        out = create_stack(tmp, shape=shape, dtype=out_dtype, axes=axes, **meta)
+    if compression is None and not tiled:
+        out = create(tmp, shape=shape, dtype=out_dtype, axes=axes, **meta)
         try:
             whole = stack.mapped()
             if whole is not None and out.flags.c_contiguous:
@@ -451,7 +611,7 @@ def _write_tiff(
                 mix(slab, block)
                 yield from page_tiles(block, tile, n_page)
 
-        write_stack(tmp, tiles(), shape=shape, dtype=out_dtype, axes=axes, tile=tile,
+        write(tmp, tiles(), shape=shape, dtype=out_dtype, axes=axes, tile=tile,
                     compression=compression, **meta)
         return
 
@@ -463,12 +623,96 @@ def _write_tiff(
         for index, slab in stack.iter_slabs(max_bytes):
             mix(slab, spill[_all_channels(index, axis)])
         spill.flush()
-        write_stack(tmp, page_tiles(spill, tile, n_page), shape=shape, dtype=out_dtype,
+        write(tmp, page_tiles(spill, tile, n_page), shape=shape, dtype=out_dtype,
                     axes=axes, tile=tile, compression=compression, **meta)
         del spill
     finally:
         if spill_path.exists():
             spill_path.unlink()
+
+
+def _write_flavoured(
+    src: Path, first, tmp: Path, program, flavour: str, *, dtype, channel_axis, max_ratio, held, **options
+) -> int:
+    """Every series and pyramid level of ``src`` mixed into ``tmp``, an OME or ImageJ file.
+
+    Each level is mixed directly, slab by slab, by :func:`_write_tiff` (the
+    mean downsampling that made a level commutes with an affine mix; a
+    nonlinear program is applied to each level as it is). ``first`` is the
+    open series 0, level 0; ``held`` counts the full-resolution levels.
+    Returns the bytes of pixels read.
+    """
+    layout = describe(first)
+    parts = [(s, level) for s, info in enumerate(layout) for level in range(len(info.levels))]
+    keep = keeps_channels(program)
+
+    def opened(s, level):
+        if (s, level) == (0, 0):
+            return contextlib.nullcontext(first)
+        return open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio, series=s, level=level)
+
+    series: list[SeriesOut] = []
+    for s, level in parts:
+        with opened(s, level) as part:
+            try:
+                _check_program(program, part)
+            except ValueError as exc:
+                raise ValueError(f"series {s} ({layout[s].name or 'unnamed'}) {exc}" if s else str(exc)) from None
+            out_dtype, n_out, names = _output(part, program, dtype)
+            shape, axes = output_layout(part, n_out)
+            cal = part.calibration
+            if level == 0:
+                if flavour == "imagej":
+                    meta = imagej_metadata(read_imagej(part.tiff), shape=shape, axes=axes, channel_names=names,
+                                           provenance=options["provenance"])
+                else:
+                    declared, declared_axes = ome_layout(shape, axes)
+                    meta = ome_metadata(
+                        read_image(part.tiff, s), shape=declared, axes=declared_axes, channel_names=names,
+                        keep_channels=keep, calibration=cal, provenance=options["provenance"] if s == 0 else None,
+                        name=layout[s].name or _stem(src), wavelengths=part.wavelengths,
+                    )
+                series.append(SeriesOut(axes=axes, dtype=out_dtype, levels=[], metadata=meta))
+            series[s].levels.append(LevelOut(shape, cal.get("resolution"), cal.get("resolutionunit")))
+
+    bytes_in = 0
+    with TiffOutput(tmp, series, flavour=flavour, compression=options["compression"], tile=options["tile"]) as out:
+        for s, level in parts:
+            with opened(s, level) as part:
+                _, n_out, names = _output(part, program, dtype)
+                planned = series[s].levels[level].shape
+
+                def create(path, *, shape, s=s, level=level, planned=planned, **_):
+                    _same_shape(shape, planned)
+                    return out.array(s, level)
+
+                def write(path, tiles, *, shape, s=s, level=level, planned=planned, **_):
+                    _same_shape(shape, planned)
+                    out.write(s, level, tiles)
+
+                counter = held if (s, level) == (0, 0) else HeldAtZero(
+                    program, channel_axis=part.channel_axis, dtype=series[s].dtype)
+                _write_tiff(part, tmp, program, n_out=n_out, names=names, out_dtype=series[s].dtype,
+                            held=counter, create=create, write=write, **options)
+                if level == 0 and s > 0:
+                    held.hits += counter.hits
+                    held.pixels += counter.pixels
+                bytes_in += part.nbytes
+    return bytes_in
+
+
+def _same_shape(got, planned) -> None:
+    if tuple(got) != tuple(planned):
+        raise RuntimeError(f"a level mixed to shape {tuple(got)} where {tuple(planned)} was laid out")
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its TIFF suffixes: the image name of an output whose input has none."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".tf8", ".tf2"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _all_channels(index: tuple[slice, ...], axis: int) -> tuple[slice, ...]:
@@ -521,13 +765,17 @@ def process_file_zarr(
     max_bytes: int | None = None,
     max_ratio: float | None = None,
     overwrite: bool = False,
+    file_nodata: bool = True,
+    check_names: bool = True,
 ) -> FileResult:
     """Mix one TIFF stack into a Zarr image group ``dst``, atomically.
 
     The group is written under a temporary name beside ``dst`` and renamed
     into place when complete (so ``dst`` exists only whole), from slabs of
     about ``max_bytes`` read by :func:`pixelmix.io.read.open_stack`; see
-    :mod:`pixelmix.io.zarr` for the layout.
+    :mod:`pixelmix.io.zarr` for the layout. Every pyramid level becomes a
+    level of the multiscale image, and an input of several series a group
+    of images, one per series.
 
     Parameters
     ----------
@@ -536,7 +784,7 @@ def process_file_zarr(
     dst : path-like
         The image group to create, e.g. ``out.zarr/sample``.
     program : Mixer or Program
-    channel_axis, dtype, nodata, backend, max_bytes, max_ratio, overwrite
+    channel_axis, dtype, nodata, backend, max_bytes, max_ratio, overwrite, file_nodata, check_names
         As for :func:`process_file`. After a failure (a full disk) every
         write Zarr started has ended before the temporary group is removed.
 
@@ -567,30 +815,73 @@ def process_file_zarr(
     t0 = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
-        _check_program(program, stack)
-        shape, axes, out_dtype, names = _zarr_layout(stack, program, dtype)
-        axis = stack.channel_axis
-        held = HeldAtZero(program, channel_axis=axis, dtype=out_dtype)
+        _check_input(program, stack, check_names)
+        nodata = geotiff.input_nodata(stack.geo, stack.dtype, nodata, file_nodata)
+        out_dtype = _zarr_layout(stack, program, dtype)[2]
+        held = HeldAtZero(program, channel_axis=stack.channel_axis, dtype=out_dtype)
         with published(dst, directory=True, replace=overwrite) as tmp:
             try:
-                image = zarr_io.ZarrImage(
-                    tmp, shape=shape, dtype=out_dtype, axes=axes, channel_axis=axis, channel_names=names,
-                    calibration=stack.calibration, provenance=provenance(program, src, out_dtype, nodata),
-                    name=dst.name,
+                bytes_in = _write_zarr(
+                    src, stack, tmp, program, name=dst.name, dtype=dtype, channel_axis=channel_axis,
+                    max_ratio=max_ratio, nodata=nodata, backend=backend, max_bytes=max_bytes or config.SLAB_BYTES,
+                    record=provenance(program, src, out_dtype, nodata), held=held,
                 )
-                for index, slab in stack.iter_slabs(max_bytes or config.SLAB_BYTES):
-                    block = program.apply(slab, channel_axis=axis, dtype=out_dtype, nodata=nodata, backend=backend)
-                    held.add(block)
-                    image.write(index, block)
             finally:
                 # Zarr's other chunk writes may still run after one failed: they
                 # must end before the group is published or removed.
                 zarr_io.wait_for_writes()
-        bytes_in = stack.nbytes
     return FileResult(
         src=src, dst=dst, status="done", bytes_in=bytes_in, bytes_out=zarr_io.dir_size(dst),
         seconds=time.perf_counter() - t0, held=held.hits, unmixed=held.pixels,
     )
+
+
+def _write_zarr(
+    src: Path, first, tmp: Path, program, *, name, dtype, channel_axis, max_ratio, nodata, backend, max_bytes,
+    record, held,
+) -> int:
+    """Every series and pyramid level of ``src`` mixed into the image group(s) at ``tmp``.
+
+    One series: ``tmp`` is its image group, the levels its arrays ``0``,
+    ``1``, ... Several: ``tmp`` holds image groups ``0``, ``1``, ... (OME-Zarr's
+    ``bioformats2raw.layout``). ``first`` is the open series 0, level 0.
+    Returns the bytes of pixels read.
+    """
+    layout = describe(first)
+    several = len(layout) > 1
+    if several:
+        root = zarr_io.open_group(tmp, "w")
+        root.attrs.update({"bioformats2raw.layout": 3, "pixelmix": {"provenance": record}})
+    keep = keeps_channels(program)
+    bytes_in = 0
+    for s, info in enumerate(layout):
+        with contextlib.ExitStack() as stacks:
+            parts = [first if (s, level) == (0, 0) else stacks.enter_context(
+                open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio, series=s, level=level))
+                for level in range(len(info.levels))]
+            top = parts[0]
+            if s:
+                _check_program(program, top)
+            shape, axes, out_dtype, names = _zarr_layout(top, program, dtype)
+            levels = [output_layout(part, shape[top.channel_axis])[0] for part in parts[1:]]
+            ome = read_image(top.tiff, s)
+            image = zarr_io.ZarrImage(
+                tmp / str(s) if several else tmp, shape=shape, dtype=out_dtype, axes=axes,
+                channel_axis=top.channel_axis, channel_names=names, calibration=zarr_calibration(top),
+                provenance=record, name=(info.name or name) if several else name, levels=levels,
+                colors=[c.get("Color") for c in ome.channels] if keep and ome is not None else None,
+            )
+            for level, part in enumerate(parts):
+                counter = held if level == 0 else None
+                for index, slab in part.iter_slabs(max_bytes):
+                    block = program.apply(slab, channel_axis=part.channel_axis, dtype=out_dtype, nodata=nodata,
+                                          backend=backend)
+                    if counter is not None:
+                        counter.add(block)
+                    image.write(index, block, level)
+                bytes_in += part.nbytes
+            image.finish()
+    return bytes_in
 
 
 def _tiff_resumable(src: Path, dst: Path, program, options) -> bool:
@@ -600,9 +891,15 @@ def _tiff_resumable(src: Path, dst: Path, program, options) -> bool:
             n_out = program.n_outputs or stack.n_channels
             shape, _ = output_layout(stack, n_out)
             dtype = output_dtype(stack.dtype, options.get("dtype"))
+            nodata = _options_nodata(stack, options)
     except Exception:
         return False
-    return is_complete(dst, shape, dtype, sha256=program_sha256(program), nodata=options.get("nodata"))
+    return is_complete(dst, shape, dtype, sha256=program_sha256(program), nodata=nodata)
+
+
+def _options_nodata(stack, options) -> float | None:
+    """The nodata a job with ``options`` uses on ``stack`` (what its provenance records)."""
+    return geotiff.input_nodata(stack.geo, stack.dtype, options.get("nodata"), options.get("file_nodata", True))
 
 
 def _zarr_resumable(src: Path, dst: Path, program, options) -> bool:
@@ -611,10 +908,11 @@ def _zarr_resumable(src: Path, dst: Path, program, options) -> bool:
         with open_stack(src, options.get("channel_axis"), max_ratio=options.get("max_ratio")) as stack:
             shape, axes, out_dtype, _ = _zarr_layout(stack, program, options.get("dtype"))
             stored = zarr_io.stored_shape(shape, axes, stack.channel_axis)
+            nodata = _options_nodata(stack, options)
     except Exception:
         return False
     return zarr_io.is_complete(dst, stored, out_dtype) and same_origin(
-        zarr_io.read_provenance(dst), program_sha256(program), out_dtype, options.get("nodata")
+        zarr_io.read_provenance(dst), program_sha256(program), out_dtype, nodata
     )
 
 
@@ -655,6 +953,9 @@ def _tiff_job(src, dst, program, *, resume, overwrite, debug, options, bar, size
         if bar is not None:
             with open_stack(src, options.get("channel_axis"), max_ratio=options.get("max_ratio")) as stack:
                 expected[0] = stack.nbytes
+                if stack.geo is None:  # every series and level is mixed (_write_flavoured)
+                    pixels = sum(math.prod(shape) for info in describe(stack) for shape in info.levels)
+                    expected[0] = pixels * stack.dtype.itemsize
         return _run(process_file, _tiff_resumable, src, dst, program, resume=resume, overwrite=overwrite,
                     progress=None if bar is None else progress, **options)
     except Exception as exc:

@@ -49,24 +49,51 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
 
 @njit(cache=True, nogil=True, inline="always")
 def _affine_pixels(x, out, a0, n, params, offset, C, K, lut, lut_offset, use_lut, is_int, lo, hi, fill):
-    """``out[a0 + j, k] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for j < n.
+    """``out[a0 + j, k] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for j < n (C == 3).
 
-    Inlined with constant ``C``, ``K`` and ``use_lut``, so the channel loops
-    unroll and the pixel loop vectorises. Returns the tile's output values,
-    flat.
+    Inlined with constant ``K`` and ``use_lut``, so the branches fold and the
+    pixel loop vectorises. Through a table, each pixel's three inputs are
+    looked up once for all its outputs, and the weights are held in locals
+    (a store to ``out`` could alias them, and they would be reloaded: three
+    times the lookups). Returns the tile's output values, flat.
     """
-    xs = x.reshape(x.size)[a0 * C : (a0 + n) * C]
+    xs = x.reshape(x.size)[a0 * 3 : (a0 + n) * 3]
     os = out.reshape(out.size)[a0 * K : (a0 + n) * K]
     cast = params.dtype.type
-    bias = offset + C * K
+    bias = offset + 3 * K
+    if not use_lut:
+        # Straight from the image: this form vectorises best (measured).
+        for j in range(n):
+            for k in range(K):
+                acc = params[bias + k]
+                for c in range(3):
+                    acc = acc + params[offset + k * 3 + c] * cast(xs[j * 3 + c])
+                os[j * K + k] = to_out(acc, is_int, lo, hi, fill)
+        return os
+    w00, w01, w02, b0 = params[offset], params[offset + 1], params[offset + 2], params[bias]
+    w10 = w11 = w12 = w20 = w21 = w22 = b1 = b2 = cast(0)
+    if K == 3:
+        w10, w11, w12, b1 = params[offset + 3], params[offset + 4], params[offset + 5], params[bias + 1]
+        w20, w21, w22, b2 = params[offset + 6], params[offset + 7], params[offset + 8], params[bias + 2]
+    t0, t1, t2 = lut[0], lut[min(1, lut.shape[0] - 1)], lut[min(2, lut.shape[0] - 1)]
     for j in range(n):
-        for k in range(K):
-            acc = params[bias + k]
-            for c in range(C):
-                raw = xs[j * C + c]
-                v = lut[c, np.int64(raw) + lut_offset] if use_lut else cast(raw)
-                acc = acc + params[offset + k * C + c] * v
-            os[j * K + k] = to_out(acc, is_int, lo, hi, fill)
+        v0 = t0[np.int64(xs[3 * j]) + lut_offset]
+        v1 = t1[np.int64(xs[3 * j + 1]) + lut_offset]
+        v2 = t2[np.int64(xs[3 * j + 2]) + lut_offset]
+        # bias first, then the channels in order, each a fused multiply-add
+        acc = b0 + w00 * v0
+        acc = acc + w01 * v1
+        acc = acc + w02 * v2
+        os[j * K] = to_out(acc, is_int, lo, hi, fill)
+        if K == 3:
+            acc = b1 + w10 * v0
+            acc = acc + w11 * v1
+            acc = acc + w12 * v2
+            os[j * K + 1] = to_out(acc, is_int, lo, hi, fill)
+            acc = b2 + w20 * v0
+            acc = acc + w21 * v1
+            acc = acc + w22 * v2
+            os[j * K + 2] = to_out(acc, is_int, lo, hi, fill)
     return os
 
 

@@ -196,14 +196,14 @@ def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshol
     return kept, n - kept
 
 
-def _fill_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+def _fill_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
              pair, n_cols, n_rows, shift, tile, cand, partner, bad):
     """The selected pixels of one tile as columns of ``tile`` (channel by pixel), minus ``shift``.
 
     Pixels and selection as in :func:`_pack_py`. Row C of ``tile`` is 1 for
     a kept pixel, so that the tile's Gram matrix holds the count and the sums
-    too; a pixel with NaN or ``nodata`` is a column of zeros, which adds
-    nothing. Returns ``(n_columns, n_skipped)``.
+    too; a pixel with NaN (looked for when ``check_nan``) or ``nodata`` is a
+    column of zeros, which adds nothing. Returns ``(n_columns, n_skipped)``.
     """
     A, C, B = x3.shape
     channels_last = B == 1
@@ -216,53 +216,75 @@ def _fill_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshol
         cand[n] = p
         partner[n] = q
         n += 1
-    # Loop order follows the memory layout of x3.
     if channels_last:
-        for j in range(n):
-            src = x3[cand[j], :, 0]
-            other = x3[partner[j], :, 0]
-            flag = False
+        x2 = x3.reshape((A, C))
+        # Eight pixels at a time, channel by channel: each channel's eight
+        # values are one contiguous store into the tile.
+        j0 = 0
+        while j0 < n:
+            m = min(8, n - j0)
             for c in range(C):
-                v = src[c]
-                fv = np.float64(v)
-                flag |= fv != fv
-                if use_nodata:
-                    flag |= v == nodata
-                if pair > 0:
-                    w = other[c]
-                    fw = np.float64(w)
-                    flag |= fw != fw
-                    if use_nodata:
-                        flag |= w == nodata
-                    fv = fv - fw
-                tile[c, j] = fv - shift[c]
+                s = shift[c]
+                row = tile[c]
+                for jj in range(m):
+                    v = np.float64(x2[cand[j0 + jj], c])
+                    if pair > 0:
+                        v = v - np.float64(x2[partner[j0 + jj], c])
+                    row[j0 + jj] = v - s
+            j0 += 8
+        # Missing pixels, from the values read (each pixel's channels are contiguous).
+        for j in range(n):
+            flag = False
+            if check_nan or use_nodata:
+                for side in range(2 if pair > 0 else 1):
+                    p = cand[j] if side == 0 else partner[j]
+                    for c in range(C):
+                        v = x2[p, c]
+                        if check_nan:
+                            flag |= v != v
+                        if use_nodata:
+                            flag |= v == nodata
             bad[j] = flag
     else:
+        plain = n == b1 - b0 and pair == 0  # every pixel of the run, in order
+        base = a * B
         for j in range(n):
             bad[j] = False
         for c in range(C):
-            row = x3[a, c]
-            out = tile[c]
+            src = x3[a, c]
+            row = tile[c]
             s = shift[c]
+            if plain:
+                for j in range(n):
+                    v = src[b0 + j]
+                    row[j] = np.float64(v) - s
+                    if check_nan:
+                        bad[j] |= v != v
+                    if use_nodata:
+                        bad[j] |= v == nodata
+                continue
             for j in range(n):
-                v = row[cand[j] - a * B]
+                v = src[cand[j] - base]
                 fv = np.float64(v)
-                flag = fv != fv
+                flag = False
+                if check_nan:
+                    flag |= v != v
                 if use_nodata:
                     flag |= v == nodata
                 if pair > 0:
-                    w = row[partner[j] - a * B]
-                    fw = np.float64(w)
-                    flag |= fw != fw
+                    w = src[partner[j] - base]
+                    if check_nan:
+                        flag |= w != w
                     if use_nodata:
                         flag |= w == nodata
-                    fv = fv - fw
+                    fv = fv - np.float64(w)
                 bad[j] |= flag
-                out[j] = fv - s
+                row[j] = fv - s
     n_bad = 0
     ones = tile[C]
     for j in range(n):
         ones[j] = 1.0
+    for j in range(n):
         if bad[j]:
             n_bad += 1
             for c in range(C + 1):
@@ -323,7 +345,7 @@ def _gram_tile_py(tile, n, gram):
             g3[b0 + 3] += s33
 
 
-def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
                    pair, n_cols, n_rows, width, rows):
     """The mean of the kept pixels of the block's first tile that has any (zeros if none).
 
@@ -342,8 +364,8 @@ def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, se
     for t in range(per_row * (1 if B == 1 else A)):
         a = t // per_row
         b0 = (t % per_row) * width
-        n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, stride,
-                         threshold, seed, pair, n_cols, n_rows, zero, tile, cand, partner, bad)
+        n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, check_nan,
+                         stride, threshold, seed, pair, n_cols, n_rows, zero, tile, cand, partner, bad)
         if n > n_bad:
             for c in range(C):
                 mean[c] = tile[c, :n].sum() / (n - n_bad)
@@ -351,7 +373,7 @@ def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, se
     return mean
 
 
-def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
+def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
                    pair, n_cols, n_rows, shift, width, grams, skipped):
     """The Gram matrices of the block's tiles, summed in ``grams.shape[0]`` fixed groups of tiles.
 
@@ -374,8 +396,8 @@ def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, stride, threshold, se
         for t in range(g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups):
             a = t // per_row
             b0 = (t % per_row) * width
-            n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, stride,
-                             threshold, seed, pair, n_cols, n_rows, shift, tile, cand, partner, bad)
+            n, n_bad = _fill(x3, a, b0, min(inner, b0 + width), mask, use_mask, nodata, use_nodata, check_nan,
+                             stride, threshold, seed, pair, n_cols, n_rows, shift, tile, cand, partner, bad)
             dropped += n_bad
             if n > n_bad:
                 _gram_tile(tile, n, grams[g])
@@ -684,7 +706,8 @@ def _gram_moments(x3, flat_mask, nodata, stride, threshold, seed, pair, n_cols, 
     mask = np.zeros(1, dtype=np.bool_) if flat_mask is None else flat_mask
     use_nodata = nodata is not None
     nodata = 0.0 if nodata is None else float(nodata)
-    common = (mask, flat_mask is not None, nodata, use_nodata, stride, threshold, seed, pair, n_cols, n_rows)
+    check_nan = x3.dtype.kind == "f"
+    common = (mask, flat_mask is not None, nodata, use_nodata, check_nan, stride, threshold, seed, pair, n_cols, n_rows)
     shift = _first_mean(x3, *common, width, rows)
     grams = np.zeros((n_groups, rows, rows))
     skipped = np.zeros(n_groups, dtype=np.int64)
