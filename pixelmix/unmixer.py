@@ -24,44 +24,13 @@ import numpy as np
 from .dispatch import apply_steps
 from .fileformat import require, write_document
 from .kernels.elementwise import UNMIX
+from .kernels.unmix_layout import check_endmembers, pack
 from .lowering import Lowered
 
-__all__ = ["Unmixer", "check_endmembers"]
+__all__ = ["Unmixer"]
 
 # The NumPy reference enumerates the 2**K faces of the constraints.
 REFERENCE_MAX_ENDMEMBERS = 12
-
-
-def check_endmembers(endmembers) -> tuple[np.ndarray, np.ndarray]:
-    """``(E, singular values)`` of a valid (K, C) endmember matrix, or a clear error.
-
-    Examples
-    --------
-    >>> from pixelmix.unmixer import check_endmembers
-    >>> check_endmembers([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])[0].shape
-    (2, 3)
-    """
-    e = np.array(endmembers, dtype=np.float64)
-    if e.ndim == 1:
-        e = e[None, :]
-    if e.ndim != 2 or 0 in e.shape:
-        raise ValueError(f"endmembers must be a (K, C) array, one spectrum per row; got shape {e.shape}")
-    if not np.all(np.isfinite(e)):
-        raise ValueError("endmembers contain NaN or Inf; pass finite spectra")
-    k, c = e.shape
-    if k > c:
-        raise ValueError(
-            f"{k} endmembers cannot be unmixed from {c} channels: at most {c} endmembers "
-            f"(rows) are identifiable; did you pass the array transposed (it must be (K, C))?"
-        )
-    singular = np.linalg.svd(e, compute_uv=False)
-    rank = int(np.sum(singular > singular[0] * max(e.shape) * np.finfo(float).eps))
-    if rank < k:
-        raise ValueError(
-            f"the {k} endmembers are linearly dependent (rank {rank}): some spectrum is a "
-            f"combination of the others, so abundances are not unique; remove or merge endmembers"
-        )
-    return e, singular
 
 
 class Unmixer:
@@ -202,8 +171,6 @@ class Unmixer:
 
     def lower(self) -> Lowered:
         """This step as a kernel step: UNMIX with its packed matrices."""
-        from .kernels.unmix import pack  # the Numba module: imported when first run, not at import
-
         return Lowered(UNMIX, pack(self._endmembers, self.nonneg, self.sum_to_one, self.residual), False)
 
     def reference(self, v: np.ndarray) -> np.ndarray:

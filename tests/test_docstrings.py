@@ -19,6 +19,7 @@ MODULES = [
     "pixelmix.learn.stats",
     "pixelmix.unmixer",
     "pixelmix.kernels.unmix",
+    "pixelmix.kernels.unmix_layout",
     "pixelmix.learn.endmembers",
     "pixelmix.learn.rank",
     "pixelmix.learn.spillover",

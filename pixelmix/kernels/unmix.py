@@ -63,6 +63,16 @@ next 1                      1 / (1^T G^-1 1)
 ==========================  ===========================================
 
 The program table row of the step is ``(UNMIX, C, K + residual, offset)``.
+:func:`pack` builds the parameters (in :mod:`pixelmix.kernels.unmix_layout`,
+which imports no Numba).
+
+Examples
+--------
+>>> import numpy as np
+>>> from pixelmix.kernels import unmix
+>>> p = unmix.pack(np.eye(2, 3), nonneg=True, sum_to_one=False, residual=True)
+>>> unmix.n_outputs(p), len(p) == unmix.n_params(2, 3)
+(3, True)
 """
 
 from __future__ import annotations
@@ -72,8 +82,9 @@ import math
 import numpy as np
 from numba import njit
 
-# Slots before the endmember matrix (see the module docstring).
-HEADER = 5
+# The parameter layout, in plain NumPy (no Numba): what the user objects build steps with.
+from .unmix_layout import HEADER, n_outputs, n_params, pack  # noqa: F401 (re-exported)
+
 # Face solves per pixel before the active-set loop stops (Lawson and Hanson
 # bound their loop by 3 K; each iteration here is one face solve).
 MAX_ITER_PER_K = 4
@@ -83,74 +94,6 @@ TOL = 1e-12
 # A Cholesky pivot below this fraction of its diagonal is floored there (only
 # rounding makes a pivot of a full-rank G that small).
 PIVOT_FLOOR = 1e-14
-
-
-def n_params(n_endmembers: int, n_channels: int) -> int:
-    """Length of the step's parameters for K endmembers and C channels."""
-    k, c = n_endmembers, n_channels
-    return HEADER + k * c + 2 * k * k + k + 1
-
-
-def pack(endmembers, nonneg: bool, sum_to_one: bool, residual: bool) -> np.ndarray:
-    """The flat float64 parameters of an UNMIX step.
-
-    Parameters
-    ----------
-    endmembers : array_like, shape (K, C)
-        One spectrum per row, linearly independent (so K <= C).
-    nonneg : bool
-        Constrain the abundances to be non-negative.
-    sum_to_one : bool
-        Constrain the abundances of each pixel to sum to one.
-    residual : bool
-        Append the per-pixel root-mean-square residual as output K.
-
-    Returns
-    -------
-    ndarray of float64
-        The layout in this module's docstring; the table row of the step is
-        ``(UNMIX, C, K + residual, offset)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from pixelmix.kernels import unmix
-    >>> p = unmix.pack(np.eye(2, 3), nonneg=True, sum_to_one=True, residual=False)
-    >>> p[:5].tolist(), len(p) == unmix.n_params(2, 3)
-    ([2.0, 3.0, 1.0, 1.0, 0.0], True)
-    """
-    e = np.array(endmembers, dtype=np.float64)
-    if e.ndim != 2 or 0 in e.shape:
-        raise ValueError(f"endmembers must be a (K, C) array, one spectrum per row; got shape {e.shape}")
-    if not np.all(np.isfinite(e)):
-        raise ValueError("endmembers contain NaN or Inf; pass finite spectra")
-    k, c = e.shape
-    if k > c:
-        raise ValueError(
-            f"{k} endmembers cannot be unmixed from {c} channels: at most {c} endmembers "
-            f"(rows) are identifiable; did you pass the array transposed (it must be (K, C))?"
-        )
-    singular = np.linalg.svd(e, compute_uv=False)
-    rank = int(np.sum(singular > singular[0] * max(e.shape) * np.finfo(float).eps))
-    if rank < k:
-        raise ValueError(
-            f"the {k} endmembers are linearly dependent (rank {rank}): some spectrum is a "
-            f"combination of the others, so abundances are not unique; remove or merge endmembers"
-        )
-    gram = e @ e.T
-    gram = (gram + gram.T) / 2
-    inverse = np.linalg.inv(gram)
-    inverse = (inverse + inverse.T) / 2
-    ones = inverse.sum(axis=1)  # G^-1 1
-    header = [float(k), float(c), float(bool(nonneg)), float(bool(sum_to_one)), float(bool(residual))]
-    return np.concatenate(
-        [header, e.ravel(), gram.ravel(), inverse.ravel(), ones, [1.0 / ones.sum()]]
-    ).astype(np.float64)
-
-
-def n_outputs(params: np.ndarray, offset: int = 0) -> int:
-    """Output channels of the step at ``offset``: K, plus one with the residual."""
-    return int(params[offset]) + int(params[offset + 4] != 0)
 
 
 def solve(p, o, b, x, s, w, v, L, idx, passive):

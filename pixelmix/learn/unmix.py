@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
-from ..unmixer import Unmixer, check_endmembers
+from ..kernels.unmix_layout import check_endmembers
+from ..unmixer import Unmixer
 
 __all__ = ["unmixer"]
 
@@ -71,7 +72,8 @@ def unmixer(
     >>> fcls(np.array([[2.0, -1.0, 1.0]])).round(6)
     array([[1.      , 0.      , 0.816497]])
     """
-    e, singular = check_endmembers(endmembers)
+    e = np.asarray(endmembers, dtype=np.float64)
+    e, singular = check_endmembers(e[None, :] if e.ndim == 1 else e)  # one spectrum: one endmember
     k = e.shape[0]
     names = [f"em{i + 1}" for i in range(k)] if names is None else [str(n) for n in names]
     if len(names) != k:
