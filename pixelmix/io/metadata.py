@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ome import sample_names
+from .ome import parse_ome, sample_names
 from .pyramid import tiff_series
 
 __all__ = ["Metadata", "read_metadata", "channel_metadata", "calibration"]
@@ -86,15 +86,7 @@ def read_metadata(tif, n_channels: int, letter: str, series: int = 0, level: int
 
 
 def _ome_root(tif):
-    text = tif.ome_metadata if tif.is_ome else None
-    if not text:
-        return None, ""
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError:
-        return None, ""
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    return root, ns
+    return parse_ome(tif.ome_metadata if tif.is_ome else None)
 
 
 def _ome_pixels(tif, series: int = 0):

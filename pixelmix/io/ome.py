@@ -118,7 +118,8 @@ class OmeImage:
     planes: dict[tuple[int, int, int], dict[str, str]] = field(default_factory=dict)
 
 
-def _parse(text: str | None):
+def parse_ome(text: str | None):
+    """``(root element, "{namespace}")`` of OME-XML text, or ``(None, "")`` when there is none or it is broken."""
     if not text:
         return None, ""
     try:
@@ -161,7 +162,7 @@ def read_image(tif, series: int = 0) -> OmeImage | None:
     >>> image.pixels["TimeIncrement"], image.pixels["TimeIncrementUnit"], image.planes[0, 0, 1]["DeltaT"]
     (2.5, 's', '2.5')
     """
-    root, ns = _parse(tif.ome_metadata if tif.is_ome else None)
+    root, ns = parse_ome(tif.ome_metadata if tif.is_ome else None)
     if root is None:
         return None
     images = root.findall(f"{ns}Image")
