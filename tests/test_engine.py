@@ -355,3 +355,121 @@ def test_pixel_kernel_leaves_other_programs_to_the_general_one():
     assert not takes([pm.Mixer(np.ones((3, 4)))], np.zeros((4, 4, 4), np.uint8))  # four channels
     assert not takes([m3, relu, m3], rgb)  # a second mix
     assert not takes([relu], rgb)  # no mix
+
+
+# -- integer RGB output through float32 sums (kernels/cpu_pixels.py run_rounded) --------
+
+# Weights as users give them: decimal fractions make exact ties (x.5) common,
+# which only the float64 sums can settle; powers of two make them exact.
+ROUNDING_CASES = [
+    ([[0.2125, 0.7154, 0.0721]], [0.0]),  # scikit-image's gray
+    ([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], [0.0, 128.0, 128.0]),
+    ([[0.5, 0.25, 0.25]], [0.0]),  # every third value a tie, exactly
+    ([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [1.0, -1.0, 0.5]], [0.5, -0.25, 3.5]),
+    ([[1.1, -0.7, 0.3], [0.1, 0.2, 0.3], [-2.0, 0.0, 1.5]], [-7.5, 0.05, 300.0]),  # saturates both ways
+]
+
+
+def _rgb_codes(rng, dtype, n):
+    """Every uint8 RGB triple class: random pixels plus the corners of the range."""
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, size=(n, 3), endpoint=True).astype(dtype)
+    x[:8] = np.array(np.meshgrid(*[[info.min, info.max]] * 3)).reshape(3, -1).T
+    return x
+
+
+@pytest.mark.parametrize("weights,bias", ROUNDING_CASES)
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.int16, np.uint16])
+def test_float32_rounding_pass_equals_the_float64_result_bit_for_bit(rng, monkeypatch, weights, bias, out_dtype):
+    """Integer RGB output is summed in float32 where that provably rounds the same, else in float64.
+
+    The result must be the float64 sums (the general kernel's, channels
+    first) rounded half to even and saturated, for every tile size.
+    """
+    from pixelmix.kernels import cpu_pixels
+
+    calls = []
+    run_rounded = cpu_pixels.run_rounded
+    monkeypatch.setattr(cpu_pixels, "run_rounded", lambda *a, **kw: calls.append(1) or run_rounded(*a, **kw))
+    m = pm.Mixer(weights, bias)
+    x = _rgb_codes(rng, np.uint8, 300_000).reshape(500, 600, 3)
+    got = m(x, dtype=out_dtype)
+    assert calls, "the float32 pass was not taken"
+    info = np.iinfo(out_dtype)
+    sums = m(x, dtype=np.float64)  # the float64 sums, bias first and channel by channel
+    np.testing.assert_array_equal(got, np.clip(np.rint(sums), info.min, info.max).astype(out_dtype))
+    first = m(np.ascontiguousarray(np.moveaxis(x, -1, 0)), channel_axis=0, dtype=out_dtype)  # the general kernel
+    np.testing.assert_array_equal(got, np.moveaxis(first, 0, -1))
+    for tile in (1, 7, 1000, 1025, 10**7):
+        np.testing.assert_array_equal(m(x, dtype=out_dtype, tile_size=tile), got)
+
+
+@pytest.mark.parametrize("in_dtype", [np.uint16, np.int16])
+def test_float32_rounding_pass_reads_16_bit_input(rng, monkeypatch, in_dtype):
+    from pixelmix.kernels import cpu_pixels
+
+    calls = []
+    run_rounded = cpu_pixels.run_rounded
+    monkeypatch.setattr(cpu_pixels, "run_rounded", lambda *a, **kw: calls.append(1) or run_rounded(*a, **kw))
+    m = pm.Mixer([[1 / 257, 0.5 / 257, 0.25 / 257], [0.1 / 257, -0.2 / 257, 0.3 / 257]][:1], [0.5])  # 16 to 8 bits
+    x = _rgb_codes(rng, in_dtype, 200_000).reshape(400, 500, 3)
+    got = m(x, dtype=np.uint8)
+    assert calls
+    np.testing.assert_array_equal(got, np.clip(np.rint(m(x, dtype=np.float64)), 0, 255).astype(np.uint8))
+
+
+def test_float32_rounding_pass_is_left_when_it_cannot_be_exact():
+    from pixelmix.kernels.cpu_pixels import rounding_limit
+
+    table = np.array([[0, 3, 1, 0]])
+    gray = np.array([0.2125, 0.7154, 0.0721, 0.0])
+    u8, u16, i32, f32 = (np.dtype(t) for t in ("uint8", "uint16", "int32", "float32"))
+    limit = rounding_limit(table, gray, 0, False, u8, u8)
+    assert limit is not None and 0.49 < limit < 0.5
+    assert rounding_limit(table, gray, 0, False, u16, u8) is None  # sums near 65535: float32 too coarse
+    assert rounding_limit(table, gray, 0, False, u8, np.dtype("int32")) is None  # output range too wide
+    assert rounding_limit(table, gray, 0, False, i32, u8) is None  # int32 input
+    assert rounding_limit(table, gray, 0, False, f32, u8) is None  # float input (NaN, and no bound)
+    assert rounding_limit(table, gray, 1, True, u8, u8) is None  # after a lookup table
+    assert rounding_limit(table, np.array([np.inf, 0, 0, 0]), 0, False, u8, u8) is None
+    two = np.array([[0, 3, 1, 0], [1, 1, 1, 4]])
+    assert rounding_limit(two, np.r_[gray, 0.0, 0.0], 0, False, u8, u8) is None  # a step after the mix
+
+
+# -- many channels last: dot products four pixels by four outputs ----------------------
+
+
+@pytest.mark.parametrize("c,k", [(40, 3), (70, 1), (70, 4), (70, 5), (70, 6), (70, 10), (70, 16)])
+def test_dot_product_path_is_the_same_for_every_tile_and_image_size(rng, c, k):
+    """Each pixel's dot products go through one compiled body, wherever it sits.
+
+    With 64 channels or more, four pixels by four outputs at a time: tiles
+    of 1 to 5 pixels put a pixel in every slot of the four-pixel window;
+    images of fewer than four pixels are padded; a crop of the image gives
+    the same values as the whole.
+    """
+    from pixelmix.kernels import cpu
+
+    assert (c >= cpu.DOTS_BLOCK_MIN_IN) == (c == 70)
+    x = random_image(rng, (7, 9, c), np.float32)
+    m = pm.Mixer(rng.standard_normal((k, c)), rng.standard_normal(k))
+    got = m(x)
+    assert_affine_close(got, m(x, backend="numpy"), m, x)
+    for tile in (1, 2, 3, 5, 13, 10**6):
+        np.testing.assert_array_equal(m(x, tile_size=tile), got)
+    for crop in (np.s_[:1, :1], np.s_[:1, :3], np.s_[2:3, 4:8], np.s_[3:]):
+        np.testing.assert_array_equal(m(np.ascontiguousarray(x[crop])), got[crop])
+
+
+@pytest.mark.parametrize("k", [5, 7, 8, 9])
+def test_channels_first_and_last_sum_alike_with_outputs_in_blocks_of_four(rng, k):
+    """The affine step updates four output rows at a time; rows past the last are junk, never written."""
+    x = random_image(rng, (6, 11, 9), np.uint16)
+    m = pm.Mixer(rng.standard_normal((k, 9)), rng.standard_normal(k))
+    last = m(x)
+    first = m(np.ascontiguousarray(np.moveaxis(x, -1, 0)), channel_axis=0)
+    np.testing.assert_array_equal(np.moveaxis(first, 0, -1), last)
+    assert_affine_close(last, m(x, backend="numpy"), m, x)
+    program = pm.Program([m, ops.relu(), pm.Mixer(rng.standard_normal((2, k)))])  # affine steps on scratch
+    np.testing.assert_allclose(program(x, dtype=np.float64), program(x, dtype=np.float64, backend="numpy"),
+                               rtol=1e-12, atol=1e-9)

@@ -179,3 +179,53 @@ def test_iter_blocks_memmap_and_lists(tmp_path, rng):
         describe([x, x[..., :2]], -1)
     with pytest.raises(TypeError, match="cannot fit on a"):
         describe(object(), -1)
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("n_channels", [1, 4, 7, 37])
+def test_gram_tiles_match_numpy_across_tile_and_group_edges(rng, axis, n_channels):
+    """Moments from Gram matrices of 256-pixel tiles (a row of ones gives the count and sums)."""
+    x = (rng.normal(size=(33, 61, n_channels)) * np.arange(1, n_channels + 1) + 500).astype(np.float32)
+    x[5, 7, n_channels // 2] = np.nan
+    x[30, 60, 0] = np.nan  # the very last pixel
+    xa = np.moveaxis(x, -1, axis).copy()
+    m = block_moments(xa, axis)
+    keep = ~np.isnan(x).any(-1)
+    p = x[keep].astype(np.float64)
+    assert m.count == keep.sum() and m.skipped == 2
+    np.testing.assert_allclose(m.mean, p.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(), np.cov(p.T).reshape(n_channels, n_channels), rtol=1e-10, atol=1e-9)
+    assert np.array_equal(m.scatter, m.scatter.T)
+
+
+def test_gram_moments_do_not_depend_on_the_thread_count(rng):
+    import numba
+
+    x = rng.normal(size=(300, 40, 9)) + 7.0
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(n)
+            results.append(block_moments(x, -1, sample=0.5, seed=2))
+    finally:
+        numba.set_num_threads(before)
+    for r in results[1:]:
+        assert r.count == results[0].count
+        np.testing.assert_array_equal(r.scatter, results[0].scatter)
+        np.testing.assert_array_equal(r.mean, results[0].mean)
+
+
+def test_integer_channels_first_with_nodata_mask_and_stride(rng):
+    x = rng.integers(0, 4000, size=(5, 40, 70)).astype(np.uint16)  # channels first
+    x[2, 3, 3] = 9999  # pixel 213: sampled
+    mask = rng.random((40, 70)) > 0.2
+    mask[3, 3] = True
+    m = block_moments(x, 0, nodata=9999, mask=mask, sample=3)
+    pixels = np.moveaxis(x, 0, -1).reshape(-1, 5)
+    chosen = (np.arange(pixels.shape[0]) % 3 == 0) & mask.reshape(-1)
+    keep = chosen & ~(pixels == 9999).any(-1)
+    assert m.count == keep.sum() and m.skipped == (chosen & ~keep).sum() == 1
+    p = pixels[keep].astype(np.float64)
+    np.testing.assert_allclose(m.mean, p.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(), np.cov(p.T), rtol=1e-10)

@@ -16,10 +16,16 @@ within the rounding of the partial sums (the reference rounds products and
 sums apart). FMA halves the arithmetic of the affine step, which dominates
 with many channels. One exception to the channel order: a first affine step
 on channels-last data with many inputs and few outputs is computed as dot
-products along each pixel's channels (:func:`_affine_dots`), which is
-faster than transposing the tile; that sum is reassociated, the same way for
-every tile and thread count. (With few channels last and one output, the
-first step reads the channels as strided rows instead, in channel order.)
+products along each pixel's channels (:func:`_affine_dots`, four pixels by
+four outputs at a time), which is faster than transposing the tile; that sum
+is reassociated, the same way for every tile and thread count. (With few
+channels last and one output, the first step reads the channels as strided
+rows instead, in channel order.) The affine step itself updates four output
+rows from four input rows at a time, so each input value is converted once
+per four outputs; where the image is read straight (channels first) the
+kernel prefetches the next pixels of the rows it reads (:func:`_prefetch`):
+a tile reads every channel's row at once, more streams than the hardware
+prefetcher follows.
 
 An UNMIX step (constrained unmixing) runs on the scratch rows like a later
 affine step, never straight from the image:
@@ -155,7 +161,7 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
     # promote float32 * uint16 to float64.
     cast = dst.dtype.type
     zero = cast(0)
-    junk = np.zeros(min(n, SWEEP), dtype=dst.dtype)
+    junk = np.zeros((3, min(n, SWEEP)), dtype=dst.dtype)
     line = max(1, 64 // src.itemsize)  # values per cache line
     for j0 in range(0, n, SWEEP):
         m = min(n - j0, SWEEP)
@@ -176,12 +182,24 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
                 _prefetch(src, (a0, c + 3, i))
             # Four output rows at a time: each input value is converted once
             # for four rows, not once per row. Rows past the last output are
-            # a junk row with zero weights.
+            # junk rows with zero weights (one each: rows that overlap would
+            # fail the vectorised loop's aliasing checks).
+            # A last single row takes a loop of its own (three junk rows
+            # would quadruple its arithmetic).
             for k in range(0, n_out, 4):
                 r0 = dst[k, j0 : j0 + m]
-                r1 = dst[k + 1, j0 : j0 + m] if k + 1 < n_out else junk[:m]
-                r2 = dst[k + 2, j0 : j0 + m] if k + 2 < n_out else junk[:m]
-                r3 = dst[k + 3, j0 : j0 + m] if k + 3 < n_out else junk[:m]
+                if k + 1 == n_out:
+                    at = offset + k * n_in + c
+                    w00, w01, w02, w03 = params[at], params[at + 1], params[at + 2], params[at + 3]
+                    for j in range(m):
+                        acc = r0[j] + w00 * cast(s0[j])
+                        acc = acc + w01 * cast(s1[j])
+                        acc = acc + w02 * cast(s2[j])
+                        r0[j] = acc + w03 * cast(s3[j])
+                    continue
+                r1 = dst[k + 1, j0 : j0 + m] if k + 1 < n_out else junk[0, :m]
+                r2 = dst[k + 2, j0 : j0 + m] if k + 2 < n_out else junk[1, :m]
+                r3 = dst[k + 3, j0 : j0 + m] if k + 3 < n_out else junk[2, :m]
                 at = offset + k * n_in + c
                 w00, w01, w02, w03 = params[at], params[at + 1], params[at + 2], params[at + 3]
                 w10 = w11 = w12 = w13 = w20 = w21 = w22 = w23 = w30 = w31 = w32 = w33 = zero
@@ -246,6 +264,10 @@ DOTS_MIN_IN = 16
 DOTS_MAX_OUT = 16
 # Pixels ahead of the one being mixed whose rows are prefetched.
 DOTS_AHEAD = 8
+# Four pixels by four outputs at a time from this many inputs (measured: with
+# fewer, the sixteen horizontal sums at the end of each block cost more than
+# the loads the block shares).
+DOTS_BLOCK_MIN_IN = 64
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -283,23 +305,37 @@ def _dots_4x4(rows, p, w, k0, k1, k2, k3, cast):
     return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset):
     """``dst[k, j] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for channels-last ``x``.
 
     With many channels and few outputs, transposing the tile into the scratch
     buffer costs more than the mixing: instead each output is a dot product
-    along the pixel's contiguous channels, four pixels by four outputs at a
-    time (:func:`_dots_4x4`). That reassociates the sum ("reassoc", never the
-    no-NaN/no-Inf flags): it is the same for every tile and thread count, but
-    may differ in the last bits from the channels-first order. The last four
-    pixels of a tile are a window that ends at the tile's end (it may
-    overlap pixels already done, or the next tile); an image of fewer than
-    four pixels is padded, so every pixel goes through the same code.
+    along the pixel's contiguous channels; with many channels, four pixels by
+    four outputs at a time (:func:`_dots_4x4`). That reassociates the sum
+    ("reassoc", never the no-NaN/no-Inf flags): it is the same for every tile
+    and thread count, but may differ in the last bits from the channels-first
+    order. Which of the two forms runs depends only on the channel counts.
+    In blocks, the last four pixels of a tile are a window that ends at the
+    tile's end (it may overlap pixels already done, or the next tile); an
+    image of fewer than four pixels is padded, so every pixel goes through
+    the same code.
     """
     cast = dst.dtype.type
     A = x.shape[0]
     rows = x.reshape((A, n_in))  # 2-D rows are contiguous for Numba
+    if n_in < DOTS_BLOCK_MIN_IN or n_out < 4 or n_out == 5:
+        # Few channels, or outputs that leave much of a 4 x 4 block idle: one
+        # pixel at a time, each output's dot product on its own.
+        for j in range(n):
+            v = rows[a0 + j]
+            for k in range(n_out):
+                w = params[offset + k * n_in : offset + (k + 1) * n_in]
+                acc = cast(0)
+                for c in range(n_in):
+                    acc += w[c] * cast(v[c])
+                dst[k, j] = params[offset + n_out * n_in + k] + acc
+        return
     first = 0
     if A < 4:
         rows = np.zeros((4, n_in), dtype=x.dtype)

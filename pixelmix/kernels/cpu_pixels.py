@@ -153,7 +153,8 @@ def run_pixels(x, out, table, params, start, tile, lut, lut_offset, use_lut, is_
 # exact ties are common) are flagged and recomputed with the float64 sums of
 # the general path. The output is the float64 path's, bit for bit.
 
-# Pixels per block: a block's flags, planes and codes stay in L1.
+# Pixels per block: a block's flags, planes and codes stay in L1. A multiple of
+# 64: the flags are scanned 64 at a time.
 ROUND_BLOCK = 1024
 # Integer dtypes the float32 pass reads and writes exactly (every value, and
 # every rounded result within range, is a float32 integer).
@@ -276,15 +277,13 @@ def _rounded_tile(x, out, a0, n, K, offset, params, w32, lim, lo, hi, fill, flag
             continue
         # The flagged pixels again, with the general path's float64 sums
         # (64 flags per test: one block in a few has one or two).
-        n_words = (m + 7) // 8
-        for i0 in range(0, n_words, 8):
-            i1 = min(i0 + 8, n_words)
-            seen = np.uint64(0)
-            for i in range(i0, i1):
-                seen |= words[i]
+        # (Flags past m are stale: the words are read whole, the pixels checked.)
+        for i0 in range(0, (m + 63) // 64 * 8, 8):
+            seen = words[i0] | words[i0 + 1] | words[i0 + 2] | words[i0 + 3]
+            seen |= words[i0 + 4] | words[i0 + 5] | words[i0 + 6] | words[i0 + 7]
             if seen == 0:
                 continue
-            for i in range(i0, i1):
+            for i in range(i0, i0 + 8):
                 if words[i] == 0:
                     continue
                 for j in range(8 * i, min(8 * i + 8, m)):
