@@ -89,6 +89,27 @@ def reserve(path: str | os.PathLike, nbytes: int | None = None) -> None:
         os.close(fd)
 
 
+def reserved_map(path: str | os.PathLike, nbytes: int, open_map):
+    """``open_map()``, a new memory map of the file ``path``, with its ``nbytes`` reserved on disk.
+
+    A full disk is the OSError of :func:`no_space`, raised before any
+    pixel is written (never a SIGBUS on a later write); the map is closed
+    again when the reservation fails.
+    """
+    try:
+        mapped = open_map()
+    except OSError as exc:
+        if is_full(exc):
+            raise no_space(exc.errno, nbytes) from None
+        raise
+    try:
+        reserve(path)
+    except BaseException:
+        del mapped  # unmapped before the caller removes the file
+        raise
+    return mapped
+
+
 def _touch_blocks(fd: int, size: int) -> None:
     """Write a zero into each block of ``fd`` that reads as zero (so holes get allocated)."""
     if not hasattr(os, "pwrite"):

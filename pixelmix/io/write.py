@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .names import clean_names
-from .space import is_full, no_space, reserve
+from .space import reserved_map
 
 __all__ = [
     "output_layout",
@@ -201,18 +201,9 @@ def create_stack(
         wavelengths=wavelengths, extratags=extratags,
     )
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    try:
-        out = tifffile.memmap(os.fspath(path), shape=tuple(shape), dtype=np.dtype(dtype), **kwargs)
-    except OSError as exc:
-        if is_full(exc):
-            raise no_space(exc.errno, nbytes) from None
-        raise
-    try:
-        reserve(path)
-    except BaseException:
-        del out  # unmapped before the caller removes the file
-        raise
-    return out
+    return reserved_map(
+        path, nbytes, lambda: tifffile.memmap(os.fspath(path), shape=tuple(shape), dtype=np.dtype(dtype), **kwargs)
+    )
 
 
 def _has_imagecodecs() -> bool:

@@ -51,7 +51,7 @@ from ..io.ome_zarr import zarr_calibration
 from ..io.publish import published
 from ..io.pyramid import LevelOut, SeriesOut, TiffOutput, describe, output_flavour
 from ..io.read import open_stack
-from ..io.space import is_full, no_space, reserve
+from ..io.space import is_full, reserved_map
 from .constraints import HeldAtZero
 from ..io.write import create_stack, in_file_order, output_layout, page_ndim, page_tiles, write_stack
 from ..ops import Program
@@ -723,18 +723,7 @@ def _all_channels(index: tuple[slice, ...], axis: int) -> tuple[slice, ...]:
 def _open_spill(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """A new ``.npy`` scratch file mapped for writing, its blocks reserved (no SIGBUS on a full disk)."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    try:
-        spill = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    except OSError as exc:
-        if is_full(exc):
-            raise no_space(exc.errno, nbytes) from None
-        raise
-    try:
-        reserve(path)
-    except BaseException:
-        del spill
-        raise
-    return spill
+    return reserved_map(path, nbytes, lambda: np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape))
 
 
 def _tile_grain(stack, tile, n_page) -> tuple[int, ...]:

@@ -65,13 +65,14 @@ GRAM_BYTES = 32 * 2**20
 
 def _kernels():
     """Compile (on first use) the Numba kernels; return the tile packer (the grouped path's)."""
-    global _select, _pack, _fill, _gram_tile, _block_gram, _first_mean, prange
+    global _select, _candidates, _pack, _fill, _gram_tile, _block_gram, _first_mean, prange
     if _pack is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
+        _candidates = njit(cache=True, nogil=True, inline="always")(_candidates_py)
         _fill = njit(cache=True, nogil=True)(_fill_py)
         # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
         _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
@@ -81,7 +82,7 @@ def _kernels():
     return _pack
 
 
-_select = _pack = _fill = _gram_tile = _block_gram = _first_mean = None
+_select = _candidates = _pack = _fill = _gram_tile = _block_gram = _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
 
 
@@ -121,6 +122,24 @@ def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
     return q
 
 
+def _candidates_py(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner):
+    """The selected pixels of one tile into ``cand`` (and their partners into ``partner``); returns how many.
+
+    The tile is pixels ``a * B + b`` for ``b0 <= b < b1`` (channels last,
+    B == 1: pixels ``b0 .. b1``). Selection as in :func:`_select_py`.
+    """
+    n = 0
+    for t in range(b0, b1):
+        p = t if B == 1 else a * B + t
+        q = _select(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
+        if q < 0:
+            continue
+        cand[n] = p
+        partner[n] = q
+        n += 1
+    return n
+
+
 def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshold, seed,
              pair, n_cols, n_rows, shift, buf, cand, partner):
     """Gather the valid pixels of one tile into ``buf``, minus ``shift[c]``.
@@ -145,15 +164,7 @@ def _pack_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, stride, threshol
     A, C, B = x3.shape
     channels_last = B == 1
     # 1. Candidates: sampling, mask and neighbour geometry (no pixel values read).
-    n = 0
-    for t in range(b0, b1):
-        p = t if channels_last else a * B + t
-        q = _select(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
-        if q < 0:
-            continue
-        cand[n] = p
-        partner[n] = q
-        n += 1
+    n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
     # 2. Values, converted to float64 and shifted; a pixel with NaN or nodata
     # gets ok = False. Loop order follows the memory layout of x3.
     ok = np.ones(n, dtype=np.bool_)
@@ -216,15 +227,7 @@ def _fill_py(x3, a, b0, b1, mask, use_mask, nodata, use_nodata, check_nan, strid
     """
     A, C, B = x3.shape
     channels_last = B == 1
-    n = 0
-    for t in range(b0, b1):
-        p = t if channels_last else a * B + t
-        q = _select(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows)
-        if q < 0:
-            continue
-        cand[n] = p
-        partner[n] = q
-        n += 1
+    n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
     if channels_last:
         x2 = x3.reshape((A, C))
         # Eight pixels at a time, channel by channel: each channel's eight
