@@ -1,6 +1,7 @@
 """``pixelmix bench``: every suite runs at its tiny size and reports the machine and ratios."""
 
 import doctest
+import functools
 import io
 import os
 import sys
@@ -38,11 +39,17 @@ def _run(suites, **kwargs) -> str:
     return out.getvalue()
 
 
+@functools.cache
+def _suite_text(suite: str) -> str:
+    """One suite's report, run once for the tests that read it."""
+    return _run([suite])
+
+
 @pytest.mark.parametrize(
     "suite", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in bench.SUITES if s != "cuda"]
 )
 def test_each_suite_prints_the_machine_and_ratio_columns(suite):
-    text = _run([suite])
+    text = _suite_text(suite)
     for line in MACHINE_LINES:
         assert line in text, f"machine line {line!r} missing"
     tables = text.count("  implementation ")
@@ -66,7 +73,7 @@ def test_cuda_suite_without_a_gpu_says_why(capsys):
 
 
 def test_mix_suite_compares_the_strongest_forms():
-    text = _run(["mix"])
+    text = _suite_text("mix")
     assert "W @ X.reshape(C, -1).astype(float32)" in text  # planar NumPy, no moveaxis
     assert "X.reshape(-1, C) @ W.T" in text  # BLAS on channels last
     assert "numpy (astype + matmul)" in text

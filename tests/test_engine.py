@@ -206,13 +206,15 @@ def test_many_channels_last_dot_product_path(rng, dtype):
 
 
 def test_integer_output_of_wide_inputs_sums_in_float64():
-    m = pm.Mixer(np.ones((1, 3)))
-    assert m(np.array([[2.5000001, 0.0, 0.0]]), dtype=np.uint8)[0, 0] == 3
-    assert m(np.array([[1e8 + 1, -1e8, 0.0]]), dtype=np.int16)[0, 0] == 1
-    big = np.array([[2**31 - 1, -(2**31 - 2), 0]], dtype=np.int32)
+    # Four channels: the general kernel (the RGB one has the same sums:
+    # test_rgb_programs_run_pixel_by_pixel_with_the_same_sums).
+    m = pm.Mixer(np.ones((1, 4)))
+    assert m(np.array([[2.5000001, 0.0, 0.0, 0.0]]), dtype=np.uint8)[0, 0] == 3
+    assert m(np.array([[1e8 + 1, -1e8, 0.0, 0.0]]), dtype=np.int16)[0, 0] == 1
+    big = np.array([[2**31 - 1, -(2**31 - 2), 0, 0]], dtype=np.int32)
     assert m(big, dtype=np.int16)[0, 0] == 1
     # float32 output sums in float32, as asked
-    assert m(np.array([[2.5, 0.0, 0.0]]), dtype=np.float32).dtype == np.float32
+    assert m(np.array([[2.5, 0.0, 0.0, 0.0]]), dtype=np.float32).dtype == np.float32
 
 
 def test_huge_tile_size_is_clamped_to_the_image(rng):

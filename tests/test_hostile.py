@@ -135,7 +135,8 @@ def test_a_private_cache_is_used_when_no_cache_directory_is_writable(tmp_path):
         "k._writable = lambda folder: False\n"
         "folder = k.ensure_cache_dir()\n"
         "import numpy as np, pixelmix as pm\n"
-        "assert pm.Mixer([[1.0, 2.0]])(np.ones((3, 2), np.float32)).tolist() == [[3.0]] * 3\n"
+        # RGB to one channel: the smallest kernel to compile (kernels/cpu_pixels.py)
+        "assert pm.Mixer([[1.0, 2.0, 3.0]])(np.ones((3, 3), np.float32)).tolist() == [[6.0]] * 3\n"
         "print(folder)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
+from pixelmix.backends.cpu import raw_output
 from pixelmix.kernels import cpu, cpu_pixels, unmix
 from pixelmix.kernels import elementwise as ew
 
@@ -97,8 +98,10 @@ def run_cpu(x3, table, params, acc, n_out, tile=64, start=0, lut=None, check_nan
     width = int(max(C, table[:, 2].max()))
     use_lut = lut is not None
     lut = np.zeros((1, 1), acc) if lut is None else lut
+    x3 = x3.view()
+    x3.flags.writeable = False  # the driver's view type: no specialisation of its own
     cpu.run_program(
-        x3, out, table, params.astype(acc), start, width, tile,
+        x3, *raw_output(out), table, params.astype(acc), start, width, tile,
         lut, 0, use_lut, 0.0, False, check_nan, False, 0.0, 0.0, 0.0, 4,
     )
     return out

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from ..kernels import cpu_pixels
-from ..kernels.cpu import run_program
+from ..kernels.cpu import OUT_DTYPES, run_program
 from ..lowering import kernel_args, lookup_table
 from ..plan import Request, pieces
 
@@ -57,8 +57,21 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         kernel, args = cpu_pixels.run_pixels, {name: args[name] for name in keep}
     else:
         # A few groups of tiles per thread: scratch is allocated once per group.
-        kernel, args["groups"] = run_program, 4 * numba.get_num_threads()
+        args["groups"] = 4 * numba.get_num_threads()
+        launch(run_program, x3, *raw_output(out3), **args)
+        return
     launch(kernel, x3, out3, **args)
+
+
+def raw_output(out3: np.ndarray) -> tuple[np.ndarray, int]:
+    """``run_program``'s form of a C-contiguous output: its bytes, and its dtype's code.
+
+    >>> out3 = np.zeros((2, 3, 4), dtype=np.uint16)
+    >>> data, code = raw_output(out3)
+    >>> data.shape, data.dtype.name, OUT_DTYPES[code]
+    ((48,), 'uint8', 'uint16')
+    """
+    return out3.reshape(-1).view(np.uint8), OUT_DTYPES.index(out3.dtype.name)
 
 
 def launch(kernel, *args, **kwargs):

@@ -164,17 +164,26 @@ def peak_extra_mb(fn: Callable[[], object]) -> float | None:
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``), runs
     ``fn`` and reads ``VmHWM`` back against the resident size before the call.
+    The garbage collector is held off while ``fn`` runs, so that freeing an
+    earlier call's leftovers cannot hide what ``fn`` takes (a full collection
+    per call would cost more than the smaller calls it measures: the run
+    collects once per case).
     """
-    gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return None
     before = _rss_kb("VmRSS")
-    result = fn()
-    peak = _rss_kb("VmHWM")
-    del result
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        result = fn()
+        peak = _rss_kb("VmHWM")
+        del result
+    finally:
+        if enabled:
+            gc.enable()
     if before is None or peak is None:
         return None
     return max(0.0, (peak - before) / 1024)

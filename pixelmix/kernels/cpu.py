@@ -440,18 +440,51 @@ def _store(buf, out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
             dst[j] = to_out(row[j], is_int, lo, hi, fill)
 
 
+# The output dtypes run_program writes, by code. The output reaches the kernel
+# as raw bytes and is viewed as its dtype here, at the store: one compiled
+# kernel per input dtype then serves every output dtype (each would otherwise
+# recompile the whole kernel, ~10 s apiece), and only this small store is
+# written once per output dtype.
+OUT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32", "float64")
+
+
+@njit(cache=True, nogil=True)
+def _store_as(buf, out_bytes, out_code, A, K, B, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill):
+    """:func:`_store` into ``out_bytes`` viewed as ``OUT_DTYPES[out_code]`` of shape (A, K, B)."""
+    shape = (A, K, B)
+    if out_code == 0:
+        _store(buf, out_bytes.view(np.uint8).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
+    elif out_code == 1:
+        _store(buf, out_bytes.view(np.uint16).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi,
+               fill)
+    elif out_code == 2:
+        _store(buf, out_bytes.view(np.int16).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
+    elif out_code == 3:
+        _store(buf, out_bytes.view(np.int32).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
+    elif out_code == 4:
+        _store(buf, out_bytes.view(np.float32).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi,
+               fill)
+    else:
+        _store(buf, out_bytes.view(np.float64).reshape(shape), a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi,
+               fill)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def run_program(
-    x, out, table, params, start, width, tile,
+    x, out_bytes, out_code, table, params, start, width, tile,
     lut, lut_offset, use_lut, nodata, use_nodata, check_nan, is_int, lo, hi, fill, groups,
 ):
     """Apply the compiled program to every pixel of ``x`` (A, C, B) into ``out`` (A, K, B).
 
+    ``out`` is C-contiguous and given as its bytes, ``out_bytes`` (1-D
+    uint8), with ``out_code`` its dtype's index in ``OUT_DTYPES``; K is the
+    last step's output count.
     ``params`` has the accumulation dtype; scratch buffers take it too.
     ``start`` is the first step to run (the steps before it were folded into
     ``lut`` when ``use_lut``).
     """
     A, _, B = x.shape
+    n_out = table[table.shape[0] - 1, 2]
     channels_last = B == 1
     if channels_last:
         per_row = 1
@@ -508,4 +541,5 @@ def run_program(
                 result = _run_steps(spare, buf, n, table, params, 1)
             else:
                 result = _run_steps(buf, spare, n, table, params, start)
-            _store(result[0], out, a0, b0, n, channels_last, bad, n_bad, is_int, lo, hi, fill)
+            _store_as(result[0], out_bytes, out_code, A, n_out, B, a0, b0, n, channels_last, bad, n_bad,
+                      is_int, lo, hi, fill)
