@@ -17,7 +17,7 @@ True
 CHUNK_BYTES = 32 * 2**20
 # Scratch per tile: about this many values per buffer (512 KB of float32, in
 # L2): long runs per channel for the prefetcher.
-TILE_VALUES = 2**17
+TILE_VALUES = 2**18
 # A per-channel lookup table replaces leading per-channel steps when it is this small.
 LUT_MAX_VALUES = 2**20
 

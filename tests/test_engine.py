@@ -461,6 +461,8 @@ def test_dot_product_path_is_the_same_for_every_tile_and_image_size(rng, c, k):
         np.testing.assert_array_equal(m(x, tile_size=tile), got)
     for crop in (np.s_[:1, :1], np.s_[:1, :3], np.s_[2:3, 4:8], np.s_[3:]):
         np.testing.assert_array_equal(m(np.ascontiguousarray(x[crop])), got[crop])
+        for tile in (1, 2):  # tiles that start inside an image of fewer than four pixels
+            np.testing.assert_array_equal(m(np.ascontiguousarray(x[crop]), tile_size=tile), got[crop])
 
 
 @pytest.mark.parametrize("k", [5, 7, 8, 9])

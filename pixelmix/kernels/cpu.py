@@ -17,15 +17,15 @@ sums apart). FMA halves the arithmetic of the affine step, which dominates
 with many channels. One exception to the channel order: a first affine step
 on channels-last data with many inputs and few outputs is computed as dot
 products along each pixel's channels (:func:`_affine_dots`, four pixels by
-four outputs at a time), which is faster than transposing the tile; that sum
-is reassociated, the same way for every tile and thread count. (With few
-channels last and one output, the first step reads the channels as strided
-rows instead, in channel order.) The affine step itself updates four output
-rows from four input rows at a time, so each input value is converted once
-per four outputs; where the image is read straight (channels first) the
-kernel prefetches the next pixels of the rows it reads (:func:`_prefetch`):
-a tile reads every channel's row at once, more streams than the hardware
-prefetcher follows.
+four or five outputs at a time), which is faster than transposing the tile;
+that sum is reassociated, the same way for every tile and thread count.
+(With few channels last and one output, the first step reads the channels as
+strided rows instead, in channel order.) The affine step itself updates four
+output rows from four input rows at a time, so each input value is converted
+once per four outputs. Where it reads the image straight (channels first), a
+tile reads every channel's row at once, more streams than the hardware
+prefetcher follows well: each stream is read in runs of SWEEP pixels (longer
+runs measured faster, although the output rows then sit in L2, not L1).
 
 An UNMIX step (constrained unmixing) runs on the scratch rows like a later
 affine step, never straight from the image:
@@ -36,52 +36,12 @@ scratch buffer at all: :mod:`pixelmix.kernels.cpu_pixels`.
 """
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from . import elementwise as ew
 from .unmix import unmix_rows
 
 _apply_op = njit(inline="always", cache=True)(ew.apply_op)
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Ask for the cache line of ``array[index]`` ahead of use: a hint, it never faults.
-
-    ``index`` is an integer for a 1-D array, else a tuple of integers. The
-    hardware prefetcher follows a few sequential streams; the kernels read
-    more at once (a channels-first tile reads every channel's row), so they
-    name the lines they will want.
-    """
-    if not isinstance(array, types.Array):
-        return None
-    if isinstance(index, types.Integer) and array.ndim == 1:
-        n_index = 1
-    elif isinstance(index, types.UniTuple) and isinstance(index.dtype, types.Integer) and index.count == array.ndim:
-        n_index = array.ndim
-    else:
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        if n_index == 1 and isinstance(idxty, types.Integer):
-            indices = [args[1]]
-        else:
-            indices = cgutils.unpack_tuple(builder, args[1], n_index)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, indices, wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
-        )
-        # read, keep in every cache level, data
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(array, index), codegen
 
 
 @njit(cache=True, nogil=True)
@@ -140,9 +100,10 @@ def _mark_bad(x, a0, b0, n, channels_last, buf, bad, nodata, use_nodata, check_n
     return count
 
 
-# Pixels per sweep of the affine step: its output rows stay in L1 across all
-# input channels. Tiles can be longer (long reads suit the prefetcher).
-SWEEP = 1024
+# Pixels per sweep of the affine step: every input row is read in runs this
+# long, and the output rows stay in L2 across all input channels (measured on
+# channels-first uint16, 64 -> 8: 1024 pixels, in L1, took 20% longer).
+SWEEP = 4096
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -162,7 +123,6 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
     cast = dst.dtype.type
     zero = cast(0)
     junk = np.zeros((3, min(n, SWEEP)), dtype=dst.dtype)
-    line = max(1, 64 // src.itemsize)  # values per cache line
     for j0 in range(0, n, SWEEP):
         m = min(n - j0, SWEEP)
         for k in range(n_out):
@@ -174,12 +134,6 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
             b = b0 + j0
             s0, s1 = src[a0, c, b : b + m], src[a0, c + 1, b : b + m]
             s2, s3 = src[a0, c + 2, b : b + m], src[a0, c + 3, b : b + m]
-            # The same rows' next pixels, for the next sweep (or tile).
-            for i in range(b + m, min(b + m + SWEEP, src.shape[2]), line):
-                _prefetch(src, (a0, c, i))
-                _prefetch(src, (a0, c + 1, i))
-                _prefetch(src, (a0, c + 2, i))
-                _prefetch(src, (a0, c + 3, i))
             # Four output rows at a time: each input value is converted once
             # for four rows, not once per row. Rows past the last output are
             # junk rows with zero weights (one each: rows that overlap would
@@ -262,8 +216,8 @@ def _affine(src, a0, b0, dst, n, n_in, n_out, params, offset):
 # DOTS_MAX_OUT outputs are computed as dot products along each pixel's channels.
 DOTS_MIN_IN = 16
 DOTS_MAX_OUT = 16
-# Pixels ahead of the one being mixed whose rows are prefetched.
-DOTS_AHEAD = 8
+# Pixels staged at a time (in the sum's dtype: 224 float32 channels take 229 KB, in L2).
+DOTS_STAGE = 256
 # Four pixels by four outputs at a time from this many inputs (measured: with
 # fewer, the sixteen horizontal sums at the end of each block cost more than
 # the loads the block shares).
@@ -306,25 +260,84 @@ def _dots_4x4(rows, p, w, k0, k1, k2, k3, cast):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
-def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset):
+def _dots_4x5(rows, p, w, k0, k1, k2, k3, k4, cast):
+    """:func:`_dots_4x4` with five weight rows: 20 sums, for output counts that five divide better (5, 9, 10)."""
+    v0, v1, v2, v3 = rows[p], rows[p + 1], rows[p + 2], rows[p + 3]
+    w0, w1, w2, w3, w4 = w[k0], w[k1], w[k2], w[k3], w[k4]
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = cast(0)
+    s22 = s23 = s30 = s31 = s32 = s33 = s40 = s41 = s42 = s43 = cast(0)
+    for c in range(rows.shape[1]):
+        u0, u1, u2, u3 = cast(v0[c]), cast(v1[c]), cast(v2[c]), cast(v3[c])
+        a0, a1, a2, a3, a4 = w0[c], w1[c], w2[c], w3[c], w4[c]
+        s00 += a0 * u0
+        s01 += a0 * u1
+        s02 += a0 * u2
+        s03 += a0 * u3
+        s10 += a1 * u0
+        s11 += a1 * u1
+        s12 += a1 * u2
+        s13 += a1 * u3
+        s20 += a2 * u0
+        s21 += a2 * u1
+        s22 += a2 * u2
+        s23 += a2 * u3
+        s30 += a3 * u0
+        s31 += a3 * u1
+        s32 += a3 * u2
+        s33 += a3 * u3
+        s40 += a4 * u0
+        s41 += a4 * u1
+        s42 += a4 * u2
+        s43 += a4 * u3
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33, s40, s41, s42, s43)
+
+
+def block_outputs(n_out: int) -> int:
+    """Outputs per block of :func:`_affine_dots`: four, or five where that computes fewer unused sums.
+
+    >>> [block_outputs(k) for k in (4, 5, 8, 9, 10, 16)]
+    [4, 5, 4, 5, 5, 4]
+    """
+    return 5 if -(-n_out // 5) * 5 < -(-n_out // 4) * 4 else 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put(dst, sums, bias, k0, n_out, per, q, j, n):
+    """Store a block's sums (``per`` outputs by four pixels, the first at tile pixel ``q``) for pixels j .. j + 3."""
+    for i in range(4):
+        if j <= q + i < min(j + 4, n):
+            for r in range(min(per, n_out - k0)):
+                dst[k0 + r, q + i] = bias[k0 + r] + sums[4 * r + i]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset, stage):
     """``dst[k, j] = bias[k] + sum_c w[k, c] * x[a0 + j, c]`` for channels-last ``x``.
 
     With many channels and few outputs, transposing the tile into the scratch
     buffer costs more than the mixing: instead each output is a dot product
     along the pixel's contiguous channels; with many channels, four pixels by
-    four outputs at a time (:func:`_dots_4x4`). That reassociates the sum
-    ("reassoc", never the no-NaN/no-Inf flags): it is the same for every tile
-    and thread count, but may differ in the last bits from the channels-first
-    order. Which of the two forms runs depends only on the channel counts.
-    In blocks, the last four pixels of a tile are a window that ends at the
-    tile's end (it may overlap pixels already done, or the next tile); an
-    image of fewer than four pixels is padded, so every pixel goes through
-    the same code.
+    four (or five) outputs at a time (:func:`_dots_4x4`, :func:`_dots_4x5`).
+    That reassociates the sum ("reassoc", never the no-NaN/no-Inf flags): it
+    is the same for every tile and thread count, but may differ in the last
+    bits from the channels-first order. Which form runs depends only on the
+    channel counts.
+
+    In blocks, the pixels are first copied, DOTS_STAGE at a time, into
+    ``stage`` (a scratch buffer of at least ``(n + 16) * n_in`` values, in
+    the sum's dtype), and the dot products read them from there: one
+    sequential pass over the image, which the hardware prefetcher follows
+    at full speed, then arithmetic on data in cache (reading the image in
+    four-pixel windows directly left most of the memory latency exposed).
+    Windows of four rows start at ``min(pixel, last)``: the last four pixels
+    of the image are a window that may overlap pixels already done; an
+    image of fewer than four pixels is padded with zeros, so every pixel goes
+    through the same code.
     """
     cast = dst.dtype.type
     A = x.shape[0]
     rows = x.reshape((A, n_in))  # 2-D rows are contiguous for Numba
-    if n_in < DOTS_BLOCK_MIN_IN or n_out < 4 or n_out == 5:
+    if n_in < DOTS_BLOCK_MIN_IN or n_out < 4:
         # Few channels, or outputs that leave much of a 4 x 4 block idle: one
         # pixel at a time, each output's dot product on its own.
         for j in range(n):
@@ -336,33 +349,40 @@ def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset):
                     acc += w[c] * cast(v[c])
                 dst[k, j] = params[offset + n_out * n_in + k] + acc
         return
-    first = 0
-    if A < 4:
-        rows = np.zeros((4, n_in), dtype=x.dtype)
-        rows[:A] = x.reshape((A, n_in))
-        A, first = 4, a0
+    per = 5 if -(-n_out // 5) * 5 < -(-n_out // 4) * 4 else 4  # block_outputs(n_out)
     weights = params[offset : offset + n_out * n_in].reshape((n_out, n_in))
-    bias = params[offset + n_out * n_in : offset + n_out * (n_in + 1)]
-    flat = rows.reshape(rows.size)
-    line = max(1, 64 // rows.itemsize)
+    bias = params[offset : offset + n_out * (n_in + 1)][n_out * n_in :]
+    flat = x.reshape(A * n_in)
+    staged = stage.reshape(stage.size)
+    last = max(A, 4) - 4  # the first row of the image's last window
+    # Pixels per chunk: a multiple of four whose windows fit in the stage.
+    chunk = max(4, min(DOTS_STAGE, staged.size // n_in - 4) // 4 * 4)
     j0 = 0
     while j0 < n:
-        p = min(a0 - first + j0, A - 4)  # the window's first row
-        # The window DOTS_AHEAD pixels on is asked for now: the hardware
-        # prefetcher alone leaves most of the memory latency exposed here.
-        ahead = min(p + DOTS_AHEAD, A - 4) * n_in
-        for i in range(ahead, ahead + 4 * n_in, line):
-            _prefetch(flat, i)
-        for k0 in range(0, n_out, 4):
-            # Past the last output the window repeats it (not stored).
-            k1, k2, k3 = min(k0 + 1, n_out - 1), min(k0 + 2, n_out - 1), min(k0 + 3, n_out - 1)
-            sums = _dots_4x4(rows, p, weights, k0, k1, k2, k3, cast)
-            for i in range(4):
-                j = p + first + i - a0
-                if j0 <= j < n:
-                    for r in range(min(4, n_out - k0)):
-                        dst[k0 + r, j] = bias[k0 + r] + sums[4 * r + i]
-        j0 = p + first + 4 - a0
+        j1 = min(n, j0 + chunk)
+        r0 = min(a0 + j0, last)  # rows r0 .. r1 - 1 hold the chunk's windows
+        r1 = min(a0 + j0 + (j1 - 1 - j0) // 4 * 4, last) + 4
+        real = min(r1, A) - r0
+        # Slices, then a loop from 0: indexing with an offset inside the loop
+        # becomes a gather.
+        src, window = flat[r0 * n_in : (r0 + real) * n_in], staged[: (r1 - r0) * n_in]
+        for i in range(src.size):
+            window[i] = src[i]
+        for i in range(src.size, window.size):
+            window[i] = 0
+        window = window.reshape((r1 - r0, n_in))
+        for j in range(j0, j1, 4):
+            p = min(a0 + j, last)
+            for k0 in range(0, n_out, per):
+                # Past the last output the block repeats it (not stored).
+                k1, k2, k3 = min(k0 + 1, n_out - 1), min(k0 + 2, n_out - 1), min(k0 + 3, n_out - 1)
+                if per == 5:
+                    sums5 = _dots_4x5(window, p - r0, weights, k0, k1, k2, k3, min(k0 + 4, n_out - 1), cast)
+                    _put(dst, sums5, bias, k0, n_out, 5, p - a0, j, n)
+                else:
+                    sums4 = _dots_4x4(window, p - r0, weights, k0, k1, k2, k3, cast)
+                    _put(dst, sums4, bias, k0, n_out, 4, p - a0, j, n)
+        j0 = j1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -531,7 +551,7 @@ def run_program(
             if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
                 n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
             if dots:
-                _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3], buf[0])
                 result = _run_steps(spare, buf, n, table, params, 1)
             elif strided:
                 _affine(xt, 0, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
