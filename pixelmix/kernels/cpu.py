@@ -292,12 +292,9 @@ def _dots_4x5(rows, p, w, k0, k1, k2, k3, k4, cast):
     return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33, s40, s41, s42, s43)
 
 
-def block_outputs(n_out: int) -> int:
-    """Outputs per block of :func:`_affine_dots`: four, or five where that computes fewer unused sums.
-
-    >>> [block_outputs(k) for k in (4, 5, 8, 9, 10, 16)]
-    [4, 5, 4, 5, 5, 4]
-    """
+@njit(cache=True, nogil=True, inline="always")
+def _block_outputs(n_out):
+    """Outputs per block of :func:`_affine_dots`: four, or five where that leaves fewer unused sums (5, 9, 10, 13)."""
     return 5 if -(-n_out // 5) * 5 < -(-n_out // 4) * 4 else 4
 
 
@@ -349,9 +346,9 @@ def _affine_dots(x, a0, dst, n, n_in, n_out, params, offset, stage):
                     acc += w[c] * cast(v[c])
                 dst[k, j] = params[offset + n_out * n_in + k] + acc
         return
-    per = 5 if -(-n_out // 5) * 5 < -(-n_out // 4) * 4 else 4  # block_outputs(n_out)
+    per = _block_outputs(n_out)
     weights = params[offset : offset + n_out * n_in].reshape((n_out, n_in))
-    bias = params[offset : offset + n_out * (n_in + 1)][n_out * n_in :]
+    bias = params[offset + n_out * n_in : offset + n_out * (n_in + 1)]
     flat = x.reshape(A * n_in)
     staged = stage.reshape(stage.size)
     last = max(A, 4) - 4  # the first row of the image's last window
