@@ -1,6 +1,8 @@
-"""Shared test helpers: random images of every supported dtype."""
+"""Shared test helpers: random images of every supported dtype, the CLI's apply on one file."""
 
 import numpy as np
+
+from pixelmix.cli import main
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64]
 
@@ -34,3 +36,14 @@ def assert_affine_close(got, want, mixer, image, channel_axis=-1):
     bound = 2 * (mixer.n_inputs + 1) * eps * np.moveaxis(scale, -1, channel_axis)
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     assert np.all(diff[~nan] <= bound[~nan]), f"max error {diff[~nan].max()} exceeds bound"
+
+
+def apply_cli(tmp_path, src, steps, *extra, out="out"):
+    """``pixelmix apply SRC --mixer M -o tmp_path/out [extra]`` (exit 0 asserted); returns the ``-o`` path.
+
+    ``steps`` (a Mixer or Program) is saved to ``tmp_path / "m.json"`` first.
+    """
+    steps.save(tmp_path / "m.json")
+    dest = tmp_path / out
+    assert main(["apply", str(src), "--mixer", str(tmp_path / "m.json"), "-o", str(dest), "-q", *extra]) == 0
+    return dest

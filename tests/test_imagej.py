@@ -8,8 +8,9 @@ import pytest
 import tifffile
 
 import pixelmix as pm
-from pixelmix.cli import main
 from pixelmix.jobs.batch import run_local
+
+from .helpers import apply_cli
 
 LABELS = ["DAPI", "GFP", "RFP"]
 
@@ -25,19 +26,12 @@ def _hyperstack(path):
     return data
 
 
-def _apply(tmp_path, src, mixer, *extra):
-    mixer.save(tmp_path / "m.json")
-    out = tmp_path / "out"
-    assert main(["apply", str(src), "--mixer", str(tmp_path / "m.json"), "-o", str(out), "-q", *extra]) == 0
-    return out / src.name
-
-
 @pytest.mark.parametrize("compression", ["none", "zlib"])
 def test_hyperstack_in_hyperstack_out(tmp_path, compression):
     src = tmp_path / "hs.tif"
     data = _hyperstack(src)
     mixer = pm.Mixer([[1.0, 1.0, 0.0], [0.0, -1.0, 2.0]], output_names=["nuclei", "membrane"])
-    dst = _apply(tmp_path, src, mixer, "--compression", compression)
+    dst = apply_cli(tmp_path, src, mixer, "--compression", compression) / src.name
     with tifffile.TiffFile(dst) as tif:
         assert tif.is_imagej and not tif.is_ome
         series = tif.series[0]
@@ -70,7 +64,7 @@ def test_an_output_imagej_cannot_hold_is_ome_with_the_calibration(tmp_path):
     src = tmp_path / "hs.tif"
     data = _hyperstack(src)
     mixer = pm.Mixer([[1.0, 1.0, 0.0], [0.0, -1.0, 2.0]], output_names=["a", "b"])
-    dst = _apply(tmp_path, src, mixer, "--dtype", "float64")  # ImageJ has no 64-bit floats
+    dst = apply_cli(tmp_path, src, mixer, "--dtype", "float64") / src.name  # ImageJ has no 64-bit floats
     with tifffile.TiffFile(dst) as tif:
         assert not tif.is_imagej
         pixels = ome_types.from_xml(tif.ome_metadata, validate=True).images[0].pixels

@@ -16,6 +16,8 @@ import pixelmix as pm
 from pixelmix.cli import main
 from pixelmix.io.read import open_stack
 
+from .helpers import apply_cli
+
 NAMES = ["DAPI", "GFP", "RFP"]
 EMISSION = [461.0, 510.0, 610.0]
 EXCITATION = [405.0, 488.0, 561.0]
@@ -43,13 +45,6 @@ def _bioio_tczyx(path):
     return data
 
 
-def _apply(tmp_path, src, mixer, *extra):
-    mixer.save(tmp_path / "m.json")
-    out = tmp_path / "out"
-    assert main(["apply", str(src), "--mixer", str(tmp_path / "m.json"), "-o", str(out), "-q", *extra]) == 0
-    return out / src.name
-
-
 def _ome(path):
     with tifffile.TiffFile(path) as tif:
         assert tif.is_ome
@@ -61,7 +56,7 @@ def test_tczyx_keeps_name_sizes_date_time_and_positions(tmp_path, compression):
     src = tmp_path / "cells.ome.tif"
     data = _bioio_tczyx(src)
     mixer = pm.Mixer([[1.0, 1.0, 0.0], [0.0, -1.0, 2.0]], output_names=["sum", "diff"])
-    dst = _apply(tmp_path, src, mixer, "--compression", compression)
+    dst = apply_cli(tmp_path, src, mixer, "--compression", compression) / src.name
 
     image = _ome(dst).images[0]
     pixels = image.pixels
@@ -91,7 +86,7 @@ def test_channels_kept_carry_wavelengths_and_plane_times(tmp_path):
     data = _bioio_tczyx(src)
     # output channel i is input channel i (names match): a per-channel gain
     gain = pm.Mixer(np.diag([2.0, 0.5, 1.0]), input_names=NAMES, output_names=NAMES)
-    dst = _apply(tmp_path, src, gain)
+    dst = apply_cli(tmp_path, src, gain) / src.name
     pixels = _ome(dst).images[0].pixels
     assert [c.name for c in pixels.channels] == NAMES
     assert [c.emission_wavelength for c in pixels.channels] == EMISSION
@@ -112,7 +107,7 @@ def test_rgb_ome_gives_valid_ome(tmp_path, k, compression):
                      metadata={"Name": "slide 1", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
     names = ["H", "E", "D"][:k]
     mixer = pm.Mixer(np.random.default_rng(4).random((k, 3)), output_names=names)
-    dst = _apply(tmp_path, src, mixer, "--compression", compression)
+    dst = apply_cli(tmp_path, src, mixer, "--compression", compression) / src.name
 
     image = _ome(dst).images[0]
     assert image.name == "slide 1"

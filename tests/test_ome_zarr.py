@@ -12,14 +12,9 @@ from ome_zarr_models.v04.image import Image
 import pixelmix as pm
 from pixelmix.cli import main
 
+from .helpers import apply_cli
+
 MIXER = pm.Mixer([[1.0, 1.0, 0.0], [0.5, -1.0, 2.0]], output_names=["sum", "diff"])
-
-
-def _apply(tmp_path, src, program=MIXER, *extra):
-    program.save(tmp_path / "m.json")
-    store = tmp_path / "out.zarr"
-    assert main(["apply", str(src), "--mixer", str(tmp_path / "m.json"), "-o", str(store), "-q", *extra]) == 0
-    return store
 
 
 def _hyperstack(path, rng):
@@ -32,7 +27,7 @@ def _hyperstack(path, rng):
 def test_calibrated_stack_validates_with_units_scale_and_windows(tmp_path, rng, capsys):
     src = tmp_path / "hs.tif"
     data = _hyperstack(src, rng)
-    store = _apply(tmp_path, src)
+    store = apply_cli(tmp_path, src, MIXER, out="out.zarr")
     group = zarr.open_group(str(store / "hs"), mode="r")
     image = Image.from_zarr(group)  # raises unless it is valid OME-Zarr 0.4
     multiscale = image.attributes.multiscales[0]
@@ -59,7 +54,8 @@ def test_calibrated_stack_validates_with_units_scale_and_windows(tmp_path, rng, 
 def test_integer_output_windows_span_the_dtype(tmp_path, rng):
     src = tmp_path / "hs.tif"
     _hyperstack(src, rng)
-    store = _apply(tmp_path, src, pm.Mixer([[0.5, 0.5, 0.0]], output_names=["mean"]), "--dtype", "uint16")
+    store = apply_cli(tmp_path, src, pm.Mixer([[0.5, 0.5, 0.0]], output_names=["mean"]), "--dtype", "uint16",
+                      out="out.zarr")
     window = Image.from_zarr(zarr.open_group(str(store / "hs"), mode="r")).attributes.omero.channels[0].window
     assert (window.min, window.max) == (0.0, 65535.0) and 0 <= window.start <= window.end <= 4000
 
@@ -75,7 +71,7 @@ def test_pyramid_and_series_become_multiscales_in_a_series_group(tmp_path, rng, 
         for level in levels[1:]:
             tif.write(level, subfiletype=1, tile=(16, 16))
         tif.write(other, metadata={"axes": "CYX", "Name": "label"})
-    store = _apply(tmp_path, src)
+    store = apply_cli(tmp_path, src, MIXER, out="out.zarr")
     root = zarr.open_group(str(store / "slide"), mode="r")
     BioFormats2Raw.from_zarr(root)  # validates both images too
     tissue = Image.from_zarr(root["0"]).attributes.multiscales[0]
@@ -102,7 +98,7 @@ def test_geotiff_pixel_size_is_the_scale(tmp_path, rng):
     with rasterio.open(src, "w", driver="GTiff", width=48, height=32, count=3, dtype="uint16",
                        crs="EPSG:32633", transform=from_origin(500000, 4100000, 30, 30)) as f:
         f.write(bands)
-    store = _apply(tmp_path, src)
+    store = apply_cli(tmp_path, src, MIXER, out="out.zarr")
     multiscale = Image.from_zarr(zarr.open_group(str(store / "scene"), mode="r")).attributes.multiscales[0]
     assert [(a.name, a.unit) for a in multiscale.axes] == [("c", None), ("y", "meter"), ("x", "meter")]
     assert multiscale.datasets[0].coordinateTransformations[0].scale == [1.0, 30.0, 30.0]
