@@ -54,7 +54,7 @@ class CompiledProgram:
     @property
     def has_mixing(self) -> bool:
         """Whether a step mixes channels (affine or unmixing): such a step spreads NaN to every output."""
-        return bool(np.isin(self.table[:, 0], MIXING).any())
+        return any(code in MIXING for code in self.table[:, 0].tolist())
 
 
 def n_inputs(steps: Sequence[Any]) -> int | None:

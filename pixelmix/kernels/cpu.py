@@ -102,8 +102,10 @@ def _mark_bad(x, a0, b0, n, channels_last, buf, bad, nodata, use_nodata, check_n
 
 # Pixels per sweep of the affine step: every input row is read in runs this
 # long, and the output rows stay in L2 across all input channels (measured on
-# channels-first uint16, 64 -> 8: 1024 pixels, in L1, took 20% longer).
-SWEEP = 4096
+# channels-first uint16, 64 -> 8: 1024 pixels, in L1, took 20% longer than
+# 4096, and 4096 8-10% longer than 8192, whose eight float32 output rows take
+# 256 KB of L2; 16384 was slower again).
+SWEEP = 8192
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})

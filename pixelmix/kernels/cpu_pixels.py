@@ -18,6 +18,8 @@ It is a kernel of its own, not a branch of the general one, so that only
 the dtypes that take this path compile it.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -43,8 +45,10 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
     code, n_in, n_out = (int(v) for v in table[start, :3])
     if code != ew.AFFINE or n_in != N_IN or n_out not in N_OUT:
         return False
-    rest = table[start + 1 :, 0]
-    return not np.isin(rest, ew.MIXING).any() and not (is_int and len(rest))
+    # Plain Python on the few rows: this runs on every call, and np.isin's
+    # fixed cost was a third of a small image's whole call.
+    rest = table[start + 1 :, 0].tolist()
+    return not any(code in ew.MIXING for code in rest) and not (is_int and rest)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -160,6 +164,7 @@ ROUND_BLOCK = 1024
 # every rounded result within range, is a float32 integer).
 ROUND_IN = ("uint8", "uint16", "int16")
 ROUND_OUT = ("uint8", "uint16", "int16")
+_ROUND_IN, _ROUND_OUT = frozenset(map(np.dtype, ROUND_IN)), frozenset(map(np.dtype, ROUND_OUT))
 # The pass is taken only when the bound flags few pixels (at most ~2E of them).
 ROUND_MAX_BOUND = 2.0**-9
 
@@ -177,18 +182,20 @@ def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: b
     once, and each of the C steps rounds once or twice). The bound used,
     ``E = (2C + 2) u32 M`` plus a term for subnormal weights, covers both.
     """
-    if use_lut or start != 0 or len(table) != 1 or np.dtype(in_dtype).name not in ROUND_IN:
+    # (dtype objects, not names: a dtype's name is computed in Python each time)
+    if use_lut or start != 0 or len(table) != 1 or np.dtype(in_dtype) not in _ROUND_IN:
         return None
-    if np.dtype(out_dtype).name not in ROUND_OUT:
+    if np.dtype(out_dtype) not in _ROUND_OUT:
         return None
-    _, n_in, n_out, offset = (int(v) for v in table[0])
-    p = np.asarray(params, dtype=np.float64)[offset : offset + n_out * (n_in + 1)]
-    if not np.isfinite(p).all():
+    _, n_in, n_out, offset = table[0].tolist()
+    # Python floats: a dozen values, and this runs on every call.
+    p = [float(v) for v in params[offset : offset + n_out * (n_in + 1)].tolist()]
+    if not all(math.isfinite(v) for v in p):
         return None
     info = np.iinfo(in_dtype)
     xmax = float(max(-int(info.min), int(info.max)))
-    weights, bias = p[: n_in * n_out].reshape(n_out, n_in), p[n_in * n_out :]
-    largest = float((np.abs(bias) + np.abs(weights).sum(axis=1) * xmax).max())
+    weights, bias = p[: n_in * n_out], p[n_in * n_out :]
+    largest = max(abs(bias[k]) + sum(abs(w) for w in weights[k * n_in : (k + 1) * n_in]) * xmax for k in range(n_out))
     bound = (2 * n_in + 2) * 2.0**-24 * largest * (1 + 2.0**-20) + 2.0**-120
     if bound > ROUND_MAX_BOUND:
         return None
