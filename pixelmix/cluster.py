@@ -2,7 +2,7 @@
 
 The cluster batch is :mod:`pixelmix.jobs.cluster` (``run_batch`` here is
 :func:`pixelmix.jobs.cluster.run_on_cluster`), one file into a Zarr group
-:func:`pixelmix.jobs.file.process_file_zarr`, and the Zarr / OME-Zarr
+:func:`pixelmix.jobs.to_zarr.process_file_zarr`, and the Zarr / OME-Zarr
 layout :mod:`pixelmix.io.zarr`. Code inside pixelmix imports those modules,
 never this one.
 

@@ -222,7 +222,7 @@ def _stall_first_write(marker: str) -> None:
     import time as _time
     from pathlib import Path as _Path
 
-    from pixelmix.jobs import file as job_file
+    from pixelmix.jobs import to_tiff as job_file
 
     original = getattr(job_file, "_write_tiff_original", job_file._write_tiff)
 
@@ -239,7 +239,7 @@ def _stall_first_write(marker: str) -> None:
 
 
 def _unstall() -> None:
-    from pixelmix.jobs import file as job_file
+    from pixelmix.jobs import to_tiff as job_file
 
     if hasattr(job_file, "_write_tiff_original"):
         job_file._write_tiff = job_file._write_tiff_original

@@ -1,7 +1,11 @@
 """Jobs on files: one file, a batch here, a batch on a Dask cluster.
 
-- :mod:`pixelmix.jobs.file`: one input to one output under the batch rules
-  (:func:`~pixelmix.jobs.file.process_file`, the per-file job of a batch).
+- :mod:`pixelmix.jobs.file`: one input of a batch under the batch rules
+  (:func:`~pixelmix.jobs.file.run_job`: resume, failures as results), built on
+  :mod:`~pixelmix.jobs.to_tiff` (:func:`~pixelmix.jobs.to_tiff.process_file`)
+  and :mod:`~pixelmix.jobs.to_zarr` (the writers), :mod:`~pixelmix.jobs.rules`
+  (the checks before any output exists, the result of a job) and
+  :mod:`~pixelmix.jobs.provenance` (what every output records of how it was made).
 - :mod:`pixelmix.jobs.batch`: the local batch loop
   (:func:`~pixelmix.jobs.batch.run_local`), input expansion, progress, summary.
 - :mod:`pixelmix.jobs.cluster`: :func:`~pixelmix.jobs.cluster.connect` and

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 
 from ..io.names import shown
 from ..io.publish import clean_stale
-from .file import FileResult, run_job, same_file
+from .file import FileResult, run_job
+from .rules import same_file
 
 __all__ = [
     "run_local",
@@ -264,7 +265,7 @@ def run_local(
     stream : file, optional
         Where the progress bar goes (default ``sys.stderr``).
     **options
-        Passed to :func:`pixelmix.jobs.file.process_file` (``channel_axis``,
+        Passed to :func:`pixelmix.jobs.to_tiff.process_file` (``channel_axis``,
         ``dtype``, ``nodata``, ``compression``, ``backend``, ``tile``,
         ``max_bytes``, ``max_ratio``).
 
