@@ -138,3 +138,16 @@ def planned_output(stack, program, dtype) -> tuple[np.dtype, int, list[str] | No
     if n_out is None:  # an elementwise program keeps the channels
         n_out, names = stack.n_channels, stack.channel_names
     return out_dtype, n_out, names
+
+
+def check_destination(src, dst, overwrite: bool, *, where: str) -> tuple[Path, Path]:
+    """``(src, dst)`` as paths, once ``dst`` is known not to be the input nor, unless ``overwrite``, to exist.
+
+    ``where`` names what the user should choose instead ("output directory").
+    """
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve() or same_file(src, dst):
+        raise ValueError(f"refusing to overwrite the input {shown(src)}: choose another {where}")
+    if os.path.lexists(dst) and not overwrite:
+        raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
+    return src, dst

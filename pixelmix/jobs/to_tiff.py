@@ -23,7 +23,6 @@ import numpy as np
 from .. import config
 from ..io import geotiff
 from ..io.imagej import imagej_metadata, read_imagej
-from ..io.names import shown
 from ..io.ome import ome_layout, ome_metadata, read_image
 from ..io.publish import published
 from ..io.pyramid import LevelOut, SeriesOut, TiffOutput, describe, output_flavour
@@ -33,7 +32,7 @@ from ..io.write import create_stack, in_file_order, output_layout, page_ndim, pa
 from ..plan import plan_slabs
 from .constraints import HeldAtZero
 from .provenance import keeps_channels, provenance
-from .rules import FileResult, check_backend, check_input, check_program, planned_output, same_file
+from .rules import FileResult, check_backend, check_destination, check_input, check_program, planned_output
 
 
 def process_file(
@@ -130,11 +129,7 @@ def process_file(
     check_backend(backend)
     if max_bytes is None:
         max_bytes = config.SLAB_BYTES
-    src, dst = Path(src), Path(dst)
-    if src.resolve() == dst.resolve() or same_file(src, dst):
-        raise ValueError(f"refusing to overwrite the input {shown(src)}: choose another output directory")
-    if os.path.lexists(dst) and not overwrite:
-        raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
+    src, dst = check_destination(src, dst, overwrite, where="output directory")
     t0 = time.perf_counter()
     with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
         check_input(program, stack, check_names)

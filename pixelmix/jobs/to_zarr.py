@@ -17,7 +17,6 @@ import numpy as np
 from .. import config
 from ..io import geotiff
 from ..io import zarr as zarr_io
-from ..io.names import shown
 from ..io.ome import read_image
 from ..io.ome_zarr import zarr_calibration
 from ..io.publish import published
@@ -26,7 +25,7 @@ from ..io.read import open_stack
 from ..io.write import output_layout
 from .constraints import HeldAtZero
 from .provenance import keeps_channels, provenance
-from .rules import FileResult, check_backend, check_input, check_program, planned_output, same_file
+from .rules import FileResult, check_backend, check_destination, check_input, check_program, planned_output
 
 
 def zarr_layout(stack, program, dtype) -> tuple[tuple[int, ...], str, np.dtype, list[str] | None]:
@@ -90,11 +89,7 @@ def process_file_zarr(
     ('done', (1, 32, 32), ['c', 'y', 'x'])
     """
     check_backend(backend)
-    src, dst = Path(src), Path(dst)
-    if same_file(src, dst) or src.resolve() == dst.resolve():
-        raise ValueError(f"refusing to overwrite the input {shown(src)}: choose another output")
-    if os.path.lexists(dst) and not overwrite:
-        raise FileExistsError(f"{shown(dst)} exists; pass --resume to skip finished outputs or --overwrite")
+    src, dst = check_destination(src, dst, overwrite, where="output")
     t0 = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open_stack(src, channel_axis=channel_axis, max_ratio=max_ratio) as stack:
