@@ -48,7 +48,7 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
     # Plain Python on the few rows: this runs on every call, and np.isin's
     # fixed cost was a third of a small image's whole call.
     rest = table[start + 1 :, 0].tolist()
-    return not any(code in ew.MIXING for code in rest) and not (is_int and rest)
+    return not any(op in ew.MIXING for op in rest) and not (is_int and rest)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -195,7 +195,8 @@ def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: b
     info = np.iinfo(in_dtype)
     xmax = float(max(-int(info.min), int(info.max)))
     weights, bias = p[: n_in * n_out], p[n_in * n_out :]
-    largest = max(abs(bias[k]) + sum(abs(w) for w in weights[k * n_in : (k + 1) * n_in]) * xmax for k in range(n_out))
+    rows = (weights[k * n_in : (k + 1) * n_in] for k in range(n_out))
+    largest = max(abs(b) + sum(map(abs, row)) * xmax for b, row in zip(bias, rows))
     bound = (2 * n_in + 2) * 2.0**-24 * largest * (1 + 2.0**-20) + 2.0**-120
     if bound > ROUND_MAX_BOUND:
         return None
