@@ -407,13 +407,15 @@ def test_float32_rounding_pass_equals_the_float64_result_bit_for_bit(rng, monkey
 
 
 @pytest.mark.parametrize("in_dtype", [np.uint16, np.int16])
-def test_float32_rounding_pass_reads_16_bit_input(rng, monkeypatch, in_dtype):
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_float32_rounding_pass_reads_16_bit_input(rng, monkeypatch, in_dtype, n_out):
     from pixelmix.kernels import cpu_pixels
 
     calls = []
     run_rounded = cpu_pixels.run_rounded
     monkeypatch.setattr(cpu_pixels, "run_rounded", lambda *a, **kw: calls.append(1) or run_rounded(*a, **kw))
-    m = pm.Mixer([[1 / 257, 0.5 / 257, 0.25 / 257], [0.1 / 257, -0.2 / 257, 0.3 / 257]][:1], [0.5])  # 16 to 8 bits
+    weights = [[1 / 257, 0.5 / 257, 0.25 / 257], [0.1 / 257, -0.2 / 257, 0.3 / 257], [0.3 / 257, 0.3 / 257, 0.3 / 257]]
+    m = pm.Mixer(weights[:n_out], [0.5] * n_out)  # 16 to 8 bits
     x = _rgb_codes(rng, in_dtype, 200_000).reshape(400, 500, 3)
     got = m(x, dtype=np.uint8)
     assert calls
