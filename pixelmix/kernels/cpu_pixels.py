@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
-from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz, in Numba since 0.49
+from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
 
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
