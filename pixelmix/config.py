@@ -17,8 +17,9 @@ True
 CHUNK_BYTES = 32 * 2**20
 # Scratch per tile: about this many values per buffer (2 MB of float32): long
 # runs per channel for the prefetcher (2**17 measured 5-15% slower on 32- and
-# 64-channel images than 2**18, and 2**18 3-15% slower than 2**19 on channels-first
-# 16-, 64- and 200-channel images; AMD Zen 5, L2 1 MB per core).
+# 64-channel images than 2**18; 2**18 with runs of 4096 pixels 7-12% slower than
+# 2**19 with runs of 8192, kernels.cpu.SWEEP, on channels-first 64- and
+# 200-channel images; AMD Zen 5, L2 1 MB per core).
 TILE_VALUES = 2**19
 # A per-channel lookup table replaces leading per-channel steps when it is this small.
 LUT_MAX_VALUES = 2**20

@@ -17,7 +17,7 @@ is rewritten for the output bands:
   input's other band items (all but statistics, which no longer hold).
 
 How the pixels were laid out is kept too (:mod:`pixelmix.io.write` and
-:mod:`pixelmix.jobs.file` use :attr:`GeoInfo.interleave` and
+:mod:`pixelmix.jobs.to_tiff` use :attr:`GeoInfo.interleave` and
 :attr:`GeoInfo.tile`): pixel-interleaved in, pixel-interleaved out;
 band-interleaved in, one multi-band image with planar configuration out
 (GDAL reads K bands); tiled in, tiled out.

@@ -42,7 +42,7 @@ from .provenance import (
     provenance,
     same_origin,
 )
-from .rules import FileResult, failure_reason
+from .rules import FileResult, failure_reason, same_file
 from .to_tiff import process_file
 from .to_zarr import process_file_zarr, zarr_layout
 
@@ -59,6 +59,7 @@ __all__ = [
     "program_info",
     "program_input_names",
     "keeps_channels",
+    "same_file",
     "PROVENANCE_MAX_BYTES",
 ]
 

@@ -21,8 +21,9 @@ the dtypes that take this path compile it.
 import math
 
 import numpy as np
-from numba import njit, prange
-from numba.cpython.unsafe.numbers import trailing_zeros  # LLVM's cttz
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
@@ -154,7 +155,7 @@ def run_pixels(x, out, table, params, start, tile, lut, lut_offset, use_lut, is_
 # is farther than E from every half-integer, r rounds to the same integer as
 # a does, and the float32 result is stored: twice the lanes per vector, and
 # the rounding test costs less than the float64 arithmetic it saves. The
-# other pixels (a few per thousand: with decimal weights such as 0.299,
+# other pixels (one to a few per thousand: with decimal weights such as 0.299,
 # exact ties are common) are flagged and recomputed with the float64 sums of
 # the general path. The output is the float64 path's, bit for bit.
 
@@ -166,7 +167,9 @@ ROUND_BLOCK = 1024
 ROUND_IN = ("uint8", "uint16", "int16")
 ROUND_OUT = ("uint8", "uint16", "int16")
 _ROUND_IN, _ROUND_OUT = frozenset(map(np.dtype, ROUND_IN)), frozenset(map(np.dtype, ROUND_OUT))
-# Multiplying eight bool bytes (one uint64) by this gathers them into its top byte, bit i from byte i.
+# Multiplying eight bool bytes (one uint64, read little-endian as on every
+# target Numba compiles for) by this gathers them into its top byte, bit i from
+# byte i: each byte's partial products stay below 256, so nothing carries.
 _PACK = np.uint64(0x0102040810204080)
 # The pass is taken only when the bound flags few pixels (at most ~2E of them).
 ROUND_MAX_BOUND = 2.0**-9
@@ -207,6 +210,18 @@ def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: b
     if float(limit) > 0.5 - bound:  # rounded up: take the float32 below
         limit = np.nextafter(limit, np.float32(0))
     return float(limit)
+
+
+@intrinsic
+def _trailing_zeros(typingctx, word):
+    """The index of the lowest set bit of a nonzero uint64 (LLVM's cttz), as an int64."""
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))  # never called with 0
+
+    return types.int64(types.uint64), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -303,17 +318,18 @@ def _rounded_tile(x, out, a0, n, K, offset, params, w32, lim, lo, hi, fill, flag
             for i in range(8):
                 mask |= ((words[i0 + i] * _PACK) >> np.uint64(56)) << np.uint64(8 * i)
             while mask != 0:
-                j = 8 * i0 + trailing_zeros(mask)
+                j = 8 * i0 + _trailing_zeros(mask)
+                if j >= m:
+                    break  # the bits come in increasing order: the rest are stale too
                 mask &= mask - np.uint64(1)
-                if j < m:
-                    # The sums of _affine_pixels, term for term (written out here:
-                    # an inlined call per pixel would cost reference counting).
-                    q = p + j
-                    for k in range(K):
-                        acc = params[offset + 3 * K + k]
-                        for c in range(3):
-                            acc = acc + params[offset + k * 3 + c] * np.float64(xs[3 * q + c])
-                        os[q * K + k] = to_out(acc, True, lo, hi, fill)
+                # The sums of _affine_pixels, term for term (written out here:
+                # an inlined call per pixel would cost reference counting).
+                q = p + j
+                for k in range(K):
+                    acc = params[offset + 3 * K + k]
+                    for c in range(3):
+                        acc = acc + params[offset + k * 3 + c] * np.float64(xs[3 * q + c])
+                    os[q * K + k] = to_out(acc, True, lo, hi, fill)
 
 
 # "contract" for both passes: the float64 one must fuse exactly as the
