@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import config
-from .kernels.elementwise import AFFINE, MIXING
+from .kernels.elementwise import AFFINE, mixes
 from .plan import Request, working_dtype
 
 
@@ -54,7 +54,7 @@ class CompiledProgram:
     @property
     def has_mixing(self) -> bool:
         """Whether a step mixes channels (affine or unmixing): such a step spreads NaN to every output."""
-        return any(code in MIXING for code in self.table[:, 0].tolist())
+        return mixes(self.table[:, 0].tolist())
 
 
 def n_inputs(steps: Sequence[Any]) -> int | None:

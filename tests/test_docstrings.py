@@ -20,6 +20,7 @@ MODULES = [
     "pixelmix.unmixer",
     "pixelmix.kernels.unmix",
     "pixelmix.kernels.unmix_layout",
+    "pixelmix.kernels.elementwise",
     "pixelmix.learn.endmembers",
     "pixelmix.learn.rank",
     "pixelmix.learn.spillover",

@@ -47,10 +47,10 @@ def takes(table: np.ndarray, start: int, channels_last: bool, is_int: bool, use_
     code, n_in, n_out = (int(v) for v in table[start, :3])
     if code != ew.AFFINE or n_in != N_IN or n_out not in N_OUT:
         return False
-    # Plain Python on the few rows: this runs on every call, and np.isin's
-    # fixed cost was a third of a small image's whole call.
+    # Python ints: this runs on every call, and np.isin's fixed cost was a
+    # third of a small image's whole call.
     rest = table[start + 1 :, 0].tolist()
-    return not any(op in ew.MIXING for op in rest) and not (is_int and rest)
+    return not ew.mixes(rest) and not (is_int and rest)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -304,11 +304,12 @@ def _rounded_tile(x, out, a0, n, K, offset, params, w32, lim, lo, hi, fill, flag
         if not bad:
             continue
         # The flagged pixels again, with the general path's float64 sums
-        # (64 flags per test: one block in a few has one or two). A test that
-        # finds one packs the 64 flags into a bit mask and visits its set bits
-        # (at about one flagged pixel in a thousand, finding them byte by byte
-        # took 15% of the whole pass: a mispredicted branch at each level).
-        # (Flags past m are stale: the words are read whole, the pixels checked.)
+        # (64 flags per test: with gray's weights about one test in sixteen
+        # finds one). A test that finds one packs the 64 flags into a bit mask
+        # and visits its set bits (at about one flagged pixel in a thousand,
+        # finding them byte by byte took 15% of the whole pass: a mispredicted
+        # branch at each level). Flags past m are stale: the words are read
+        # whole, and the visit stops at the first bit past m.
         for i0 in range(0, (m + 63) // 64 * 8, 8):
             seen = words[i0] | words[i0 + 1] | words[i0 + 2] | words[i0 + 3]
             seen |= words[i0 + 4] | words[i0 + 5] | words[i0 + 6] | words[i0 + 7]

@@ -30,6 +30,15 @@ UNMIX = 10
 MIXING = (AFFINE, UNMIX)
 
 
+def mixes(codes) -> bool:
+    """Whether any of ``codes`` (Python ints: a few, checked on every call) mixes channels.
+
+    >>> mixes([RELU, AFFINE]), mixes([EXP])
+    (True, False)
+    """
+    return any(code in MIXING for code in codes)
+
+
 def apply_op(code, v, p0, p1):
     """Return elementwise step ``code`` applied to ``v`` (parameters p0, p1).
 
