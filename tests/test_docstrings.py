@@ -21,6 +21,7 @@ MODULES = [
     "pixelmix.kernels.unmix",
     "pixelmix.kernels.unmix_layout",
     "pixelmix.kernels.elementwise",
+    "pixelmix.kernels.vmath",
     "pixelmix.learn.endmembers",
     "pixelmix.learn.rank",
     "pixelmix.learn.spillover",

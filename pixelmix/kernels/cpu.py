@@ -39,9 +39,11 @@ import numpy as np
 from numba import njit, prange
 
 from . import elementwise as ew
+from . import vmath
 from .unmix import unmix_rows
 
-_apply_op = njit(inline="always", cache=True)(ew.apply_op)
+# The shared body with exp, log and pow that vectorise (math's are scalar calls here).
+_apply_op = njit(inline="always", cache=True)(ew.with_math(vmath.exp, vmath.log, vmath.pow))
 
 
 @njit(cache=True, nogil=True)
@@ -392,20 +394,33 @@ def _sweep(row, n, code, p0, p1):
 
 # fastmath=False said explicitly: a function without it is compiled with the
 # flags of its caller (numba#7168), and the pixel kernel's mix uses FMA.
-@njit(cache=True, nogil=True, fastmath=False)
+# NumPy's error model: a division by zero gives inf or NaN rather than
+# raising, so that no check stands in the way of vectorising (vmath's log
+# divides by a value in [1.7, 2.5]).
+@njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
 def elementwise_rows(buf, n, channels, code, p0, p1):
     """Apply one elementwise step to the first ``n`` values of rows ``buf[:channels]``."""
     for c in range(channels):
         row = buf[c]
-        # The cheap steps get a loop with the opcode a constant, so the
-        # dispatch folds away and the loop vectorises; the transcendental
-        # ones are dominated by their math calls.
+        # Each step gets a loop with the opcode a constant, so the dispatch
+        # folds away and the loop vectorises (the transcendental ones too:
+        # their math is vmath's). tanh stays a scalar call.
         if code == ew.RELU:
             _sweep(row, n, ew.RELU, p0, p1)
         elif code == ew.CLIP:
             _sweep(row, n, ew.CLIP, p0, p1)
         elif code == ew.LEAKY_RELU:
             _sweep(row, n, ew.LEAKY_RELU, p0, p1)
+        elif code == ew.EXP:
+            _sweep(row, n, ew.EXP, p0, p1)
+        elif code == ew.LOG:
+            _sweep(row, n, ew.LOG, p0, p1)
+        elif code == ew.SRGB_ENCODE:
+            _sweep(row, n, ew.SRGB_ENCODE, p0, p1)
+        elif code == ew.SRGB_DECODE:
+            _sweep(row, n, ew.SRGB_DECODE, p0, p1)
+        elif code == ew.SIGMOID:
+            _sweep(row, n, ew.SIGMOID, p0, p1)
         else:
             _sweep(row, n, code, p0, p1)
 

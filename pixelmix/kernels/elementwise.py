@@ -2,12 +2,18 @@
 
 This module is plain Python on purpose: the CPU kernel compiles
 :func:`apply_op` with ``numba.njit`` and the CUDA kernel with
-``cuda.jit(device=True)``, so both backends share one body. Every step keeps
+``cuda.jit(device=True)``, so both backends share one body. Its exp, log
+and pow are ``math``'s; the CPU kernel compiles the body with vectorisable
+ones instead (:func:`with_math`, :mod:`pixelmix.kernels.vmath`). Every step keeps
 NaN as NaN (comparisons with NaN are False, so NaN takes the "else" branch),
 which is what lets a NaN pixel stay NaN through a whole program.
 """
 
 import math
+import types
+
+# The math functions apply_op calls (see with_math).
+_exp, _log, _pow = math.exp, math.log, math.pow
 
 # Opcodes of a compiled program (see pixelmix.ops). AFFINE is handled by the
 # kernels themselves; the others are elementwise and go through apply_op.
@@ -53,23 +59,38 @@ def apply_op(code, v, p0, p1):
             return p1
         return v
     if code == EXP:
-        return math.exp(v)
+        return _exp(v)
     if code == LOG:
-        return math.log(p0 if v < p0 else v)
+        return _log(p0 if v < p0 else v)
     if code == SRGB_ENCODE:
         # linear -> gamma-encoded sRGB, branch as in scikit-image's xyz2rgb
         if v > p0:
-            return p1 * math.pow(v, 1 / 2.4) - (p1 - 1)
+            return p1 * _pow(v, 1 / 2.4) - (p1 - 1)
         return v * 12.92
     if code == SRGB_DECODE:
         # gamma-encoded sRGB -> linear, branch as in scikit-image's rgb2xyz
         if v > p0:
-            return math.pow((v + (p1 - 1)) / p1, 2.4)
+            return _pow((v + (p1 - 1)) / p1, 2.4)
         return v / 12.92
     if code == LEAKY_RELU:
         return v * p0 if v < p1 else v  # p1 is a zero of v's type
     if code == SIGMOID:
-        return p0 / (p0 + math.exp(-v))  # p0 is a one of v's type
+        return p0 / (p0 + _exp(-v))  # p0 is a one of v's type
     if code == TANH:
         return math.tanh(v)
     return v
+
+
+def with_math(exp, log, pow):  # noqa: A002 (math's names, on purpose)
+    """:func:`apply_op` calling these ``exp``, ``log`` and ``pow`` in place of ``math``'s.
+
+    The same code object (one body for every backend), with its globals
+    changed. The functions may return a wider float than ``v``'s type; the
+    caller stores the result in ``v``'s type.
+
+    >>> op = with_math(lambda v: 2.0, math.log, math.pow)
+    >>> op(EXP, 0.0, 0.0, 0.0), apply_op(EXP, 0.0, 0.0, 0.0)
+    (2.0, 1.0)
+    """
+    names = {**apply_op.__globals__, "_exp": exp, "_log": log, "_pow": pow}
+    return types.FunctionType(apply_op.__code__, names, apply_op.__name__)
