@@ -159,7 +159,7 @@ def run_pixels(x, out, table, params, start, tile, lut, lut_offset, use_lut, is_
 # exact ties are common) are flagged and recomputed with the float64 sums of
 # the general path. The output is the float64 path's, bit for bit.
 
-# Pixels per block: a block's flags, planes and codes stay in L1. A multiple of
+# Pixels per block of the three-output pass: its flags, planes and codes stay in L1. A multiple of
 # 64: the flags are scanned 64 at a time.
 ROUND_BLOCK = 1024
 # Integer dtypes the float32 pass reads and writes exactly (every value, and

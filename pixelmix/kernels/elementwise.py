@@ -48,7 +48,8 @@ def mixes(codes) -> bool:
 def apply_op(code, v, p0, p1):
     """Return elementwise step ``code`` applied to ``v`` (parameters p0, p1).
 
-    ``v``, ``p0`` and ``p1`` share one float type, and so does the result.
+    ``v``, ``p0`` and ``p1`` share one float type, and so does the result
+    (with :func:`with_math`'s functions it may be wider; callers store it in ``v``'s type).
     """
     if code == RELU:
         return p0 if v < p0 else v  # p0 is a zero of v's type
