@@ -89,8 +89,17 @@ def _pow2(k):
     return _from_bits((k + 1023) << 52)
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy", fastmath=False)
-def _exp(x):
+# Flags said explicitly on each: a function without them is compiled with its
+# first caller's, and the cache keeps that copy for every later caller (a
+# checked division would stop the loop vectorising; fastmath would drop the
+# NaN tests). exp and log are plain functions: LLVM inlines them where they are
+# called, into the loop that then vectorises (inlined by Numba into each copy of
+# apply_op instead, they made the elementwise kernel take 30 s longer to
+# compile). pow is a two-call wrapper that Numba does inline: LLVM would not
+# inline its body.
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def exp(x):
+    """e**x as float64 (see the module's notes)."""
     x = np.float64(x)
     t = x if x == x else 0.0  # NaN: any finite value; the result is chosen at the end
     t = -746.0 if t < -746.0 else (710.0 if t > 710.0 else t)  # beyond these: 0 or inf anyway
@@ -104,8 +113,9 @@ def _exp(x):
     return y if x == x else x
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy", fastmath=False)
-def _log(x):
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def log(x):
+    """The natural logarithm as float64 (see the module's notes)."""
     x = np.float64(x)
     small = x < _TINY
     scaled = x * _TWO54 if small else x  # subnormal: made normal, e corrected below
@@ -125,26 +135,6 @@ def _log(x):
     y = -_INF if x == 0.0 else y
     y = np.nan if x < 0.0 else y
     return y if x < _INF else x  # inf stays inf, NaN stays NaN
-
-
-# Flags said explicitly on each: a function without them is compiled with its
-# first caller's, and the cache keeps that copy for every later caller (a
-# checked division would stop the loop vectorising; fastmath would drop the
-# NaN tests). exp and log are plain functions, each with its arithmetic inlined once
-# (Numba's inlining); LLVM inlines them where they are called, into the loop
-# that then vectorises. Inlined by Numba into each copy of apply_op instead,
-# they made the elementwise kernel take 30 s longer to compile. pow is a
-# two-call wrapper that Numba does inline: LLVM would not inline its body.
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def exp(x):
-    """e**x as float64 (see the module's notes)."""
-    return _exp(x)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def log(x):
-    """The natural logarithm as float64 (see the module's notes)."""
-    return _log(x)
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy", fastmath=False)
