@@ -285,77 +285,84 @@ def _three32(xs, os, flags, planes, codes, n, w, b, lim, lo, hi):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _rounded_tile(x, out, a0, n, K, offset, params, w32, lim, lo, hi, fill, flags, planes, codes):
+def _recompute(xs, os, words, w0, p, m, K, offset, params, lo, hi, fill):
+    """Pixels ``p + j`` flagged in the 64 flags of ``words[w0 : w0 + 8]`` (``j < m``), with float64 sums.
+
+    Rather than testing the flags one by one (at about one flagged pixel in
+    a thousand, finding them byte by byte took 15% of the whole pass: a
+    mispredicted branch at each level), the 64 flags are packed into a bit
+    mask whose set bits are visited. Flags at ``j >= m`` are stale (the
+    words are read whole): the visit stops at the first.
+    """
+    mask = np.uint64(0)
+    for i in range(8):
+        mask |= ((words[w0 + i] * _PACK) >> np.uint64(56)) << np.uint64(8 * i)
+    while mask != 0:
+        j = _trailing_zeros(mask)
+        if j >= m:
+            break  # the bits come in increasing order: the rest are stale too
+        mask &= mask - np.uint64(1)
+        q = p + j
+        for k in range(K):  # the sums of _affine_pixels, term for term
+            acc = params[offset + 3 * K + k]
+            for c in range(3):
+                acc = acc + params[offset + k * 3 + c] * np.float64(xs[3 * q + c])
+            os[q * K + k] = to_out(acc, True, lo, hi, fill)
+
+
+# "contract" in both passes: the float64 one must fuse exactly as the general
+# kernel does (the bound holds either way for the float32 one). Gray and three
+# outputs are functions of their own: as two branches of one function, gray's
+# loop ran 8% slower.
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _gray_span(x, out, p0, p1, offset, params, w32, lim, lo, hi, fill):
+    """Gray output of pixels ``p0`` to ``p1``, in groups of 64.
+
+    Each group's flags are tested as soon as it is done (the group's loop
+    unrolls into a few vectors; blocks of 1024 and then a scan of their
+    flags measured 5% slower).
+    """
     xs = x.reshape(x.size)
     os = out.reshape(out.size)
-    w = w32[offset : offset + 3 * K]
-    b = w32[offset + 3 * K : offset + 4 * K]
-    w0, w1, w2, b0 = w[0], w[1], w[2], b[0]
+    w0, w1, w2, b = w32[offset], w32[offset + 1], w32[offset + 2], w32[offset + 3]
     lim32, lo32, hi32 = np.float32(lim), np.float32(lo), np.float32(hi)
+    flags = np.zeros(64, dtype=np.bool_)
     words = flags.view(np.uint64)
-    # Gray: one group of 64 pixels at a time, its flags tested as soon as it
-    # is done (the whole group's loop unrolls into a few vectors; a block of
-    # 1024 then a scan of its flags measured 5% slower). Three outputs: blocks
-    # of ROUND_BLOCK (split, mix, interleave: a group of 64 measured 20% slower).
-    step = 64 if K == 1 else ROUND_BLOCK
-    for s in range(0, n, step):
-        m = min(step, n - s)
-        p = a0 + s
-        if K == 1 and m == 64:
-            bad = _gray32(xs[3 * p : 3 * (p + 64)], os[p : p + 64], flags, 64, w0, w1, w2, b0, lim32, lo32, hi32)
-        elif K == 1:
-            bad = _gray32(xs[3 * p : 3 * (p + m)], os[p : p + m], flags, m, w0, w1, w2, b0, lim32, lo32, hi32)
-        else:
-            bad = _three32(xs[3 * p : 3 * (p + m)], os[3 * p : 3 * (p + m)], flags, planes, codes, m, w, b,
-                           lim32, lo32, hi32)
-        if not bad:
-            continue
-        # The flagged pixels again, with the general path's float64 sums, 64
-        # flags at a time. Rather than testing them one by one (at about one
-        # flagged pixel in a thousand, finding them byte by byte took 15% of
-        # the whole pass: a mispredicted branch at each level), the 64 flags
-        # are packed into a bit mask whose set bits are visited. Flags past m
-        # are stale (the words are read whole): the visit stops at the first.
-        # Written out here, not called: an inlined function's array arguments
-        # are reference counted at each call (measured 4% of gray's pass).
-        for i0 in range(0, (m + 63) // 64 * 8, 8):
-            if K != 1:  # (gray's one group of 64 has just been found to hold a flag)
-                seen = words[i0] | words[i0 + 1] | words[i0 + 2] | words[i0 + 3]
-                seen |= words[i0 + 4] | words[i0 + 5] | words[i0 + 6] | words[i0 + 7]
-                if seen == 0:
-                    continue
-            mask = np.uint64(0)
-            for i in range(8):
-                mask |= ((words[i0 + i] * _PACK) >> np.uint64(56)) << np.uint64(8 * i)
-            while mask != 0:
-                j = 8 * i0 + _trailing_zeros(mask)
-                if j >= m:
-                    break  # the bits come in increasing order: the rest are stale too
-                mask &= mask - np.uint64(1)
-                q = p + j
-                for k in range(K):  # the sums of _affine_pixels, term for term
-                    acc = params[offset + 3 * K + k]
-                    for c in range(3):
-                        acc = acc + params[offset + k * 3 + c] * np.float64(xs[3 * q + c])
-                    os[q * K + k] = to_out(acc, True, lo, hi, fill)
+    end = p0 + (p1 - p0) // 64 * 64
+    for p in range(p0, end, 64):
+        if _gray32(xs[3 * p : 3 * p + 192], os[p : p + 64], flags, 64, w0, w1, w2, b, lim32, lo32, hi32):
+            _recompute(xs, os, words, 0, p, 64, 1, offset, params, lo, hi, fill)
+    m = p1 - end
+    if m > 0 and _gray32(xs[3 * end : 3 * p1], os[end:p1], flags, m, w0, w1, w2, b, lim32, lo32, hi32):
+        _recompute(xs, os, words, 0, end, m, 1, offset, params, lo, hi, fill)
 
 
-# "contract" for both passes: the float64 one must fuse exactly as the
-# general kernel does (the bound holds either way for the float32 one).
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _rounded_tiles(x, out, t0, t1, tile, K, offset, params, w32, lim, lo, hi, fill):
-    A = x.shape[0]
+def _three_span(x, out, p0, p1, offset, params, w32, lim, lo, hi, fill):
+    """Three outputs of pixels ``p0`` to ``p1``, in blocks of ``ROUND_BLOCK`` (split, mix, interleave).
+
+    Groups of 64 measured 20% slower here: the split and the interleave
+    want long loops.
+    """
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    w = w32[offset : offset + 9]
+    b = w32[offset + 9 : offset + 12]
+    lim32, lo32, hi32 = np.float32(lim), np.float32(lo), np.float32(hi)
     flags = np.zeros(ROUND_BLOCK, dtype=np.bool_)
+    words = flags.view(np.uint64)
     planes = np.empty((3, ROUND_BLOCK), dtype=x.dtype)
     codes = np.empty((3, ROUND_BLOCK), dtype=out.dtype)
-    for t in range(t0, t1):
-        a0 = t * tile
-        n = min(tile, A - a0)
-        # One inlined copy per output count.
-        if K == 1:
-            _rounded_tile(x, out, a0, n, 1, offset, params, w32, lim, lo, hi, fill, flags, planes, codes)
-        else:
-            _rounded_tile(x, out, a0, n, 3, offset, params, w32, lim, lo, hi, fill, flags, planes, codes)
+    for p in range(p0, p1, ROUND_BLOCK):
+        m = min(ROUND_BLOCK, p1 - p)
+        if not _three32(xs[3 * p : 3 * (p + m)], os[3 * p : 3 * (p + m)], flags, planes, codes, m, w, b,
+                        lim32, lo32, hi32):
+            continue
+        for i0 in range(0, (m + 63) // 64 * 8, 8):
+            seen = words[i0] | words[i0 + 1] | words[i0 + 2] | words[i0 + 3]
+            seen |= words[i0 + 4] | words[i0 + 5] | words[i0 + 6] | words[i0 + 7]
+            if seen != 0:
+                _recompute(xs, os, words, i0, p + 8 * i0, m - 8 * i0, 3, offset, params, lo, hi, fill)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -372,5 +379,9 @@ def run_rounded(x, out, table, params, params32, tile, lim, lo, hi, fill, groups
     # A few contiguous groups of tiles per thread: the scratch is allocated once per group.
     n_groups = min(n_tiles, groups)
     for g in prange(n_groups):
-        _rounded_tiles(x, out, g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups, tile, K, offset,
-                       params, params32, lim, lo, hi, fill)
+        p0 = g * n_tiles // n_groups * tile
+        p1 = min((g + 1) * n_tiles // n_groups * tile, A)
+        if K == 1:
+            _gray_span(x, out, p0, p1, offset, params, params32, lim, lo, hi, fill)
+        else:
+            _three_span(x, out, p0, p1, offset, params, params32, lim, lo, hi, fill)
