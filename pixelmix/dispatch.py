@@ -28,7 +28,7 @@ import numpy as np
 
 from .backends import cuda, dask
 from .backends.numpy import run_reference
-from .lowering import compile_steps, n_inputs
+from .lowering import compile_steps
 from .plan import (
     Request,
     accumulation_dtype,
@@ -57,10 +57,12 @@ def _check_out(out, x, out_shape, out_dtype) -> None:
         raise ValueError("out overlaps the image; mixing in place is not supported")
 
 
-def _check_params_fit(params: np.ndarray, acc_dtype: np.dtype) -> None:
-    """Refuse weights that are finite in float64 but overflow the type the sums run in."""
-    largest = float(np.abs(params).max(initial=0.0))
-    if largest > float(np.finfo(acc_dtype).max):
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_params_fit(largest: float, acc_dtype: np.dtype) -> None:
+    """Refuse weights that are finite in float64 but overflow the type the sums run in (float32)."""
+    if largest > _FLOAT32_MAX and acc_dtype == np.float32:
         raise ValueError(
             f"a weight, bias or step parameter ({largest:.3g}) does not fit {acc_dtype}, the type "
             f"the sums run in for this output; pass dtype=np.float64 (--dtype float64), or rescale the weights"
@@ -103,7 +105,8 @@ def prepare(
     axis = normalize_axis(channel_axis, x.ndim)
     n_channels = x.shape[axis]
 
-    n_in = n_inputs(steps)
+    program = compile_steps(steps, n_channels)
+    n_in = program.expects
     if n_in is not None and n_channels != n_in:
         hint = ""
         matches = [ax for ax in range(x.ndim) if x.shape[ax] == n_in and ax != axis]
@@ -113,7 +116,6 @@ def prepare(
             f"image has {n_channels} channels on axis {channel_axis} but the mixer "
             f"expects {n_in}{hint}"
         )
-    program = compile_steps(tuple(steps), n_channels)
 
     if out is not None and not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
@@ -121,7 +123,7 @@ def prepare(
     nodata_value = check_nodata(nodata, x.dtype)
 
     acc_dtype = accumulation_dtype(x.dtype, out_dtype)
-    _check_params_fit(program.params, acc_dtype)
+    _check_params_fit(program.largest, acc_dtype)
 
     out_shape = x.shape[:axis] + (program.n_out,) + x.shape[axis + 1 :]
     if out is None:
@@ -215,17 +217,19 @@ def apply_steps(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
     options = dict(channel_axis=channel_axis, dtype=dtype, nodata=nodata, out=out, tile_size=tile_size)
-    if dask.is_dask_array(image):  # a lazy result, each block computed by this function
-        return _apply_lazy(steps, image, backend=backend, **options)
-    if cuda.is_device_array(image) or cuda.is_device_array(out):
-        if backend in ("cpu", "numpy"):
-            raise ValueError(
-                f"backend={backend!r} cannot read GPU arrays; use backend='cuda' or 'auto' "
-                f"(the result stays on the GPU), or copy the array to the host first"
-            )
-        request, d_x3, d_out3, result = prepare_device(steps, image, **options)
-        cuda.run_device(request, d_x3, d_out3)
-        return result
+    # NumPy arrays, the common case, are neither lazy nor on a GPU: no need to ask.
+    if type(image) is not np.ndarray or not (out is None or type(out) is np.ndarray):
+        if dask.is_dask_array(image):  # a lazy result, each block computed by this function
+            return _apply_lazy(steps, image, backend=backend, **options)
+        if cuda.is_device_array(image) or cuda.is_device_array(out):
+            if backend in ("cpu", "numpy"):
+                raise ValueError(
+                    f"backend={backend!r} cannot read GPU arrays; use backend='cuda' or 'auto' "
+                    f"(the result stays on the GPU), or copy the array to the host first"
+                )
+            request, d_x3, d_out3, result = prepare_device(steps, image, **options)
+            cuda.run_device(request, d_x3, d_out3)
+            return result
     request = prepare(steps, image, **options)
     if request.image.size == 0 or request.out.size == 0:
         return request.out

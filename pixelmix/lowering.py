@@ -14,12 +14,21 @@ of :mod:`pixelmix.ops`, constrained unmixers):
 To add a step: write a class with that protocol among the user objects, give
 it an opcode in :mod:`pixelmix.kernels.elementwise`, and teach the kernels
 to run it. Nothing here knows the step classes.
+
+Steps are immutable (a Mixer's weights and an unmixer's endmembers are
+read-only copies, an elementwise step is a frozen dataclass), so a sequence
+of step objects always lowers to the same program: :func:`compile_steps`
+keeps the programs of recent sequences, and each program keeps what calls
+derive from it (its parameters in a dtype, a kernel's choice, a lookup
+table). Repeated calls of one mixer, the common case, then spend their time
+in the kernel, not in Python.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -50,11 +59,31 @@ class CompiledProgram:
     n_out: int
     width: int  # most channels alive at any point: the scratch rows needed
     n_per_channel: int  # leading steps that treat each channel on its own
+    largest: float  # the largest magnitude in params: what must fit the type the sums run in
+    expects: int | None  # the channels the steps expect (None: any number); n_in may differ, an error to report
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per ``key`` for this program and kept.
+
+        For values that depend only on the program and on the ``key`` (a
+        dtype, a backend's name): they must never be changed by their users.
+        Two threads may both compute a missing value; either result is kept.
+        """
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = make()
+            return value
 
     @property
     def has_mixing(self) -> bool:
         """Whether a step mixes channels (affine or unmixing): such a step spreads NaN to every output."""
-        return mixes(self.table[:, 0].tolist())
+        return self.derived("has_mixing", lambda: mixes(self.table[:, 0].tolist()))
+
+    def params_as(self, dtype: np.dtype) -> np.ndarray:
+        """``params`` in ``dtype`` (kept: do not write to it)."""
+        return self.derived(("params", np.dtype(dtype)), lambda: self.params.astype(dtype))
 
 
 def n_inputs(steps: Sequence[Any]) -> int | None:
@@ -67,11 +96,53 @@ def n_outputs(steps: Sequence[Any]) -> int | None:
     return next((s.n_outputs for s in reversed(steps) if s.n_outputs is not None), None)
 
 
+class _SameSteps:
+    """A sequence of steps as a cache key: equal only to a sequence of the same objects.
+
+    Identity, not equality: a Mixer is not hashable, and comparing weights
+    would cost what the cache saves. The key holds the steps, so their ids
+    cannot be reused while it lives.
+    """
+
+    __slots__ = ("steps", "_hash")
+
+    def __init__(self, steps: Sequence[Any]):
+        self.steps = tuple(steps)
+        self._hash = hash(tuple(map(id, self.steps)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, _SameSteps)
+            and len(self.steps) == len(other.steps)
+            and all(a is b for a, b in zip(self.steps, other.steps))
+        )
+
+
 def compile_steps(steps: Sequence[Any], n_in: int) -> CompiledProgram:
     """Lower ``steps`` (already validated and folded) for an input of ``n_in`` channels.
 
-    Work and memory are linear in the number of steps.
+    Work and memory are linear in the number of steps. The same step
+    objects give the same program object (the last 64 sequences are kept).
+
+    Examples
+    --------
+    >>> import pixelmix as pm
+    >>> m = pm.Mixer([[0.5, 0.5]])
+    >>> program = compile_steps((m,), 2)
+    >>> program.n_out, program.table.tolist()
+    (1, [[0, 2, 1, 0]])
+    >>> compile_steps((m,), 2) is program
+    True
     """
+    return _compile(_SameSteps(steps), n_in)
+
+
+@lru_cache(maxsize=64)
+def _compile(key: _SameSteps, n_in: int) -> CompiledProgram:
+    steps = key.steps
     rows, params = [], []
     width = channels = n_in
     offset = 0
@@ -97,7 +168,8 @@ def compile_steps(steps: Sequence[Any], n_in: int) -> CompiledProgram:
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
     flat = np.concatenate(params) if params else np.zeros(0)
     return CompiledProgram(
-        table=table, params=flat, n_in=n_in, n_out=channels, width=width, n_per_channel=per_channel
+        table=table, params=flat, n_in=n_in, n_out=channels, width=width, n_per_channel=per_channel,
+        largest=float(np.abs(flat).max(initial=0.0)), expects=n_inputs(steps),
     )
 
 
@@ -106,14 +178,13 @@ def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) 
     program = request.program
     out_dtype = request.out_dtype
     if out_dtype.kind in "iu":
-        info = np.iinfo(out_dtype)
-        lo, hi = float(info.min), float(info.max)
+        lo, hi = _int_range(out_dtype)
         fill = 0.0 if request.nodata is None else float(np.clip(np.rint(request.nodata), lo, hi))
     else:
         lo = hi = fill = 0.0
     return dict(
         table=program.table,
-        params=program.params.astype(request.acc_dtype),
+        params=program.params_as(request.acc_dtype),
         start=start,
         width=program.width,
         tile=request.tile,
@@ -132,12 +203,18 @@ def kernel_args(request: Request, lut: np.ndarray, lut_offset: int, start: int) 
     )
 
 
+@lru_cache(maxsize=None)
+def _int_range(dtype: np.dtype) -> tuple[float, float]:
+    info = np.iinfo(dtype)
+    return float(info.min), float(info.max)
+
+
 def no_table(request: Request) -> tuple[np.ndarray, int, int]:
     """``(lut, offset, start)`` meaning "no lookup table"."""
     return np.zeros((1, 1), dtype=request.acc_dtype), 0, 0
 
 
-def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
+def lookup_table(request: Request, run, backend: str) -> tuple[np.ndarray, int, int]:
     """A per-channel table of the program's leading per-channel steps, when it pays.
 
     Integer input of at most 16 bits has few distinct values, so the steps
@@ -146,7 +223,8 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
     Returns ``(lut, offset, start)``: ``lut[c, v + offset]`` is channel c's
     value v after the first ``start`` steps (``start == 0``: no table). The
     table is computed by the backend's own kernel (``run(x3, out3, request,
-    lut, offset, start)``), so it holds exactly what the direct path computes.
+    lut, offset, start)``), so it holds exactly what the direct path computes;
+    it is kept with the program, per ``backend`` (its name) and dtype.
     """
     program = request.program
     dtype = request.image.dtype.newbyteorder("=")
@@ -160,11 +238,16 @@ def lookup_table(request: Request, run) -> tuple[np.ndarray, int, int]:
     # Only when the table is smaller than the image, and small enough to stay in cache.
     if n_values * program.n_in > min(config.LUT_MAX_VALUES, request.image.size):
         return no_table(request)
-    # In the kernel dtype the pieces are converted to (int8 is read as int16).
-    values = np.arange(info.min, info.max + 1).astype(working_dtype(dtype))
-    grid = np.ascontiguousarray(np.broadcast_to(values, (1, program.n_in, n_values)))
-    table = np.empty((1, program.n_in, n_values), dtype=request.acc_dtype)
-    head = replace(program, table=program.table[:lead], n_out=program.n_in, width=program.n_in, n_per_channel=lead)
-    sub = Request(grid, table, 1, head, request.acc_dtype, request.acc_dtype, None, request.tile)
-    run(grid, table, sub, *no_table(request))
-    return table[0], -int(info.min), lead
+
+    def compute() -> np.ndarray:
+        # In the kernel dtype the pieces are converted to (int8 is read as int16).
+        values = np.arange(info.min, info.max + 1).astype(working_dtype(dtype))
+        grid = np.ascontiguousarray(np.broadcast_to(values, (1, program.n_in, n_values)))
+        table = np.empty((1, program.n_in, n_values), dtype=request.acc_dtype)
+        head = replace(program, table=program.table[:lead], n_out=program.n_in, width=program.n_in, n_per_channel=lead)
+        sub = Request(grid, table, 1, head, request.acc_dtype, request.acc_dtype, None, request.tile)
+        run(grid, table, sub, *no_table(request))
+        return table[0]
+
+    lut = program.derived(("lookup table", backend, dtype, request.acc_dtype), compute)
+    return lut, -int(info.min), lead

@@ -82,7 +82,8 @@ class Unmixer:
         e.flags.writeable = False
         k, c = e.shape
         self._endmembers = e
-        self.nonneg, self.sum_to_one, self.residual = bool(nonneg), bool(sum_to_one), bool(residual)
+        # Fixed at construction, like the endmembers: a lowered unmixer is cached per object.
+        self._options = (bool(nonneg), bool(sum_to_one), bool(residual))
         names = [f"em{i + 1}" for i in range(k)] if names is None else [str(n) for n in names]
         if len(names) != k:
             raise ValueError(f"names has {len(names)} entries but there are {k} endmembers")
@@ -98,6 +99,21 @@ class Unmixer:
     def endmembers(self) -> np.ndarray:
         """The (K, C) endmember spectra (read-only)."""
         return self._endmembers
+
+    @property
+    def nonneg(self) -> bool:
+        """Whether abundances are held at zero or above (read-only)."""
+        return self._options[0]
+
+    @property
+    def sum_to_one(self) -> bool:
+        """Whether each pixel's abundances sum to one (read-only)."""
+        return self._options[1]
+
+    @property
+    def residual(self) -> bool:
+        """Whether the per-pixel RMSE follows the abundances as a last output (read-only)."""
+        return self._options[2]
 
     @property
     def n_inputs(self) -> int:

@@ -110,12 +110,53 @@ def test_lookup_table_is_used(rng):
     x = random_image(rng, (32, 32, 3), np.uint8)
     net = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
     request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    lut, offset, start = lookup_table(request, run_kernel)
+    lut, offset, start = lookup_table(request, run_kernel, "cpu")
     assert start == 1 and lut.shape == (3, 256) and offset == 0
     # no table for an image with fewer values than the table
     small = prepare(net.steps, x[:4, :4], channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    assert lookup_table(small, run_kernel)[2] == 0
+    assert lookup_table(small, run_kernel, "cpu")[2] == 0
     np.testing.assert_allclose(lut[0], np.log(np.maximum(np.arange(256), 1)).astype(np.float32), rtol=1e-6)
+
+
+def test_lookup_table_is_computed_once_per_program_and_dtype(rng):
+    from pixelmix.backends.cpu import run_kernel
+    from pixelmix.dispatch import prepare
+    from pixelmix.lowering import lookup_table
+
+    runs = []
+
+    def counted(*args):
+        runs.append(args[0].dtype)
+        run_kernel(*args)
+
+    net = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
+    tables = []
+    for dtype in (np.uint8, np.uint8, np.uint16, np.uint8):
+        x = random_image(rng, (300, 300, 3), dtype)
+        request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+        tables.append(lookup_table(request, counted, "cpu")[0])
+    # one run per input dtype; the same table again for the same dtype
+    assert runs == [np.dtype(np.uint8), np.dtype(np.uint16)]
+    assert tables[0] is tables[1] is tables[3] and tables[2].shape == (3, 65536)
+    # a new mixer with the same weights gets a table of its own, with the same values
+    again = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
+    request = prepare(again.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
+    assert np.array_equal(lookup_table(request, counted, "cpu")[0], tables[0]) and len(runs) == 3
+
+
+def test_a_program_is_lowered_once_per_sequence_of_steps(rng):
+    from pixelmix.lowering import compile_steps
+
+    a, b = pm.Mixer([[1.0, 2.0]]), pm.Mixer([[1.0, 2.0]])
+    assert compile_steps((a,), 2) is compile_steps([a], 2)
+    assert compile_steps((b,), 2) is not compile_steps((a,), 2)
+    assert compile_steps((a, ops.relu()), 2) is not compile_steps((a,), 2)
+    # results of different mixers never mix up, however often each is called
+    x = random_image(rng, (8, 8, 2), np.float32)
+    c = pm.Mixer([[3.0, -1.0]])
+    for _ in range(3):
+        np.testing.assert_array_equal(a(x), x[..., :1] + 2 * x[..., 1:])
+        np.testing.assert_array_equal(c(x), 3 * x[..., :1] - x[..., 1:])
 
 
 def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
@@ -129,7 +170,7 @@ def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
     scale = pm.Mixer(np.diag([1 / 255, 2 / 255, 1 / 255]), [0.0, -0.5, 0.0])
     net = pm.Mixer(rng.standard_normal((2, 3))) @ ops.srgb_decode() @ scale
     request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    assert lookup_table(request, run_kernel)[2] == 2
+    assert lookup_table(request, run_kernel, "cpu")[2] == 2
     with_table = net(x)
     monkeypatch.setattr(config, "LUT_MAX_VALUES", 0)
     np.testing.assert_array_equal(with_table, net(x))
@@ -137,7 +178,7 @@ def test_lookup_table_absorbs_leading_diagonal_maps(rng, monkeypatch):
     # a lone mixer, diagonal or not, is mixed on the fly: no table
     request = prepare((scale,), x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
     monkeypatch.setattr(config, "LUT_MAX_VALUES", 2**20)
-    assert lookup_table(request, run_kernel)[2] == 0
+    assert lookup_table(request, run_kernel, "cpu")[2] == 0
 
 
 def test_integer_output_of_a_program(rng):

@@ -179,3 +179,11 @@ def test_batch_summary_counts_pixels_held_at_a_constraint(rng, tmp_path, capsys)
                      "-o", str(tmp_path / out), "--channel-axis", "0"]) == 0
         text = capsys.readouterr()
         assert f"constrained unmixing: {held} of 400 pixels" in text.out + text.err
+
+
+def test_unmixer_options_are_fixed_at_construction():
+    u = pm.unmixer(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]), nonneg=True)
+    assert (u.nonneg, u.sum_to_one, u.residual) == (True, False, False)
+    for name in ("nonneg", "sum_to_one", "residual"):
+        with pytest.raises(AttributeError):
+            setattr(u, name, True)

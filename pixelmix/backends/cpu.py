@@ -23,12 +23,18 @@ from ..plan import Request, pieces
 _launch_lock = threading.Lock()
 
 
+_layer: str | None = None
+
+
 def threading_layer() -> str | None:
     """Numba's threading layer in use, or None before the first parallel region ran."""
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel region has run yet
-        return None
+    global _layer
+    if _layer is None:  # once chosen, the layer never changes
+        try:
+            _layer = numba.threading_layer()
+        except ValueError:  # no parallel region has run yet
+            pass
+    return _layer
 
 
 def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> None:
@@ -39,28 +45,44 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         x3 = x3.view()
         x3.flags.writeable = False
     args = kernel_args(request, lut, lut_offset, start)
-    pixels = cpu_pixels.takes(
-        args["table"], start, x3.shape[2] == 1, args["is_int"], args["use_nodata"], args["check_nan"]
-    )
-    limit = None
-    if pixels and args["is_int"]:
-        limit = cpu_pixels.rounding_limit(args["table"], args["params"], start, args["use_lut"], x3.dtype, out3.dtype)
-    if limit is not None:
+    channels_last = x3.shape[2] == 1
+    route = (start, channels_last, x3.dtype, out3.dtype, args["use_nodata"], args["check_nan"])
+    kind, limit = request.program.derived(("cpu kernel", *route), lambda: _choose(args, *route))
+    if kind == "rounded":
         # Integer output of RGB-like 8/16-bit data: float32 sums, exact float64 ones where they could differ.
-        keep = ("table", "params", "tile", "lo", "hi", "fill")
-        args = {name: args[name] for name in keep}
-        args.update(params32=args["params"].astype(np.float32), lim=limit, groups=4 * numba.get_num_threads())
-        kernel = cpu_pixels.run_rounded
-    elif pixels:
+        launch(
+            cpu_pixels.run_rounded, x3, out3, args["table"], args["params"], request.program.params_as(np.float32),
+            args["tile"], limit, args["lo"], args["hi"], args["fill"], _groups(),
+        )
+    elif kind == "pixels":
         # RGB-like programs on channels-last data: a kernel without scratch.
         keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
-        kernel, args = cpu_pixels.run_pixels, {name: args[name] for name in keep}
+        launch(cpu_pixels.run_pixels, x3, out3, *(args[name] for name in keep))
     else:
         # A few groups of tiles per thread: scratch is allocated once per group.
-        args["groups"] = 4 * numba.get_num_threads()
-        launch(run_program, x3, *raw_output(out3), **args)
-        return
-    launch(kernel, x3, out3, **args)
+        launch(run_program, x3, *raw_output(out3), **args, groups=_groups())
+
+
+def _groups() -> int:
+    """How many groups of tiles a kernel's parallel loop runs over: four per thread of Numba's pool.
+
+    The pool's size, not the threads in use now (asking costs a call on
+    every launch): the groups are handed out one at a time, so fewer threads
+    in use than in the pool only means smaller groups than needed.
+    """
+    return 4 * numba.config.NUMBA_NUM_THREADS
+
+
+def _choose(args, start, channels_last, in_dtype, out_dtype, use_nodata, check_nan) -> tuple[str, float | None]:
+    """Which kernel runs a program on such a piece: ``("rounded", limit)``, ``("pixels", None)`` or ``("program", None)``."""
+    is_int = out_dtype.kind in "iu"
+    if not cpu_pixels.takes(args["table"], start, channels_last, is_int, use_nodata, check_nan):
+        return "program", None
+    if is_int:
+        limit = cpu_pixels.rounding_limit(args["table"], args["params"], start, start > 0, in_dtype, out_dtype)
+        if limit is not None:
+            return "rounded", limit
+    return "pixels", None
 
 
 def raw_output(out3: np.ndarray) -> tuple[np.ndarray, int]:
@@ -97,7 +119,7 @@ def launch(kernel, *args, **kwargs):
 
 def run_cpu(request: Request) -> None:
     """Run a validated request on the Numba CPU kernels."""
-    lut, lut_offset, start = lookup_table(request, run_kernel)
+    lut, lut_offset, start = lookup_table(request, run_kernel, "cpu")
     for x3, out3, finish in pieces(request):
         run_kernel(x3, out3, request, lut, lut_offset, start)
         finish()

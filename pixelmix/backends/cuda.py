@@ -303,7 +303,7 @@ def _lookup(request, threads_per_block, max_blocks, tile_bytes):
     def run(x3, out3, sub, lut, lut_offset, start):
         _stream(_Launch(sub, lut, lut_offset, start, threads_per_block, max_blocks), x3, out3, tile_bytes)
 
-    return lookup_table(request, run)
+    return lookup_table(request, run, "cuda")
 
 
 def run_cuda(request, *, threads_per_block: int | None = None, max_blocks: int | None = None, tile_bytes: int | None = None) -> None:
