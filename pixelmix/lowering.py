@@ -223,8 +223,12 @@ def lookup_table(request: Request, run, backend: str) -> tuple[np.ndarray, int, 
     Returns ``(lut, offset, start)``: ``lut[c, v + offset]`` is channel c's
     value v after the first ``start`` steps (``start == 0``: no table). The
     table is computed by the backend's own kernel (``run(x3, out3, request,
-    lut, offset, start)``), so it holds exactly what the direct path computes;
-    it is kept with the program, per ``backend`` (its name) and dtype.
+    lut, offset, start)``), so it holds exactly what the direct path computes.
+    An 8-bit table is kept with the program, per ``backend`` (its name) and
+    dtype: computing it is a launch, more work than a small image's own.
+    Larger tables are computed again on each call: they pay only on images
+    larger still, and kept with every recent program they would hold
+    megabytes each.
     """
     program = request.program
     dtype = request.image.dtype.newbyteorder("=")
@@ -249,5 +253,6 @@ def lookup_table(request: Request, run, backend: str) -> tuple[np.ndarray, int, 
         run(grid, table, sub, *no_table(request))
         return table[0]
 
-    lut = program.derived(("lookup table", backend, dtype, request.acc_dtype), compute)
-    return lut, -int(info.min), lead
+    if n_values > 256:
+        return compute(), -int(info.min), lead
+    return program.derived(("lookup table", backend, dtype, request.acc_dtype), compute), -int(info.min), lead

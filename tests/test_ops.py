@@ -135,13 +135,16 @@ def test_lookup_table_is_computed_once_per_program_and_dtype(rng):
         x = random_image(rng, (300, 300, 3), dtype)
         request = prepare(net.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
         tables.append(lookup_table(request, counted, "cpu")[0])
-    # one run per input dtype; the same table again for the same dtype
+    # an 8-bit table is computed once and kept; a 16-bit one (megabytes) is computed each time
     assert runs == [np.dtype(np.uint8), np.dtype(np.uint16)]
     assert tables[0] is tables[1] is tables[3] and tables[2].shape == (3, 65536)
+    request = prepare(net.steps, random_image(rng, (300, 300, 3), np.uint16), channel_axis=-1, dtype=None,
+                      nodata=None, out=None, tile_size=None)
+    assert np.array_equal(lookup_table(request, counted, "cpu")[0], tables[2]) and len(runs) == 3
     # a new mixer with the same weights gets a table of its own, with the same values
     again = pm.Mixer(np.ones((1, 3))) @ ops.log(1.0)
     request = prepare(again.steps, x, channel_axis=-1, dtype=None, nodata=None, out=None, tile_size=None)
-    assert np.array_equal(lookup_table(request, counted, "cpu")[0], tables[0]) and len(runs) == 3
+    assert np.array_equal(lookup_table(request, counted, "cpu")[0], tables[0]) and len(runs) == 4
 
 
 def test_a_program_is_lowered_once_per_sequence_of_steps(rng):
