@@ -28,7 +28,7 @@ import numpy as np
 
 from .backends import cuda, dask
 from .backends.numpy import run_reference
-from .lowering import compile_steps
+from .lowering import compile_steps, n_inputs
 from .plan import (
     Request,
     accumulation_dtype,
@@ -61,7 +61,16 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_params_fit(largest: float, acc_dtype: np.dtype) -> None:
-    """Refuse weights that are finite in float64 but overflow the type the sums run in (float32)."""
+    """Refuse parameters that are not finite, or finite in float64 but too large for float32 sums.
+
+    Only an unmixer's packed parameters can be non-finite (a mixer refuses
+    such weights): nearly dependent or tiny endmembers overflow its inverse.
+    """
+    if not math.isfinite(largest):
+        raise ValueError(
+            f"a step's parameters are not finite ({largest}): an unmixer's endmembers may be nearly dependent "
+            f"or too small to invert in float64; rescale them (e.g. to unit norm), or merge similar ones"
+        )
     if largest > _FLOAT32_MAX and acc_dtype == np.float32:
         raise ValueError(
             f"a weight, bias or step parameter ({largest:.3g}) does not fit {acc_dtype}, the type "
@@ -105,8 +114,7 @@ def prepare(
     axis = normalize_axis(channel_axis, x.ndim)
     n_channels = x.shape[axis]
 
-    program = compile_steps(steps, n_channels)
-    n_in = program.expects
+    n_in = n_inputs(steps)
     if n_in is not None and n_channels != n_in:
         hint = ""
         matches = [ax for ax in range(x.ndim) if x.shape[ax] == n_in and ax != axis]
@@ -116,6 +124,7 @@ def prepare(
             f"image has {n_channels} channels on axis {channel_axis} but the mixer "
             f"expects {n_in}{hint}"
         )
+    program = compile_steps(steps, n_channels)
 
     if out is not None and not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")

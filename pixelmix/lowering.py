@@ -18,16 +18,17 @@ to run it. Nothing here knows the step classes.
 Steps are immutable (a Mixer's weights and an unmixer's endmembers are
 read-only copies, an elementwise step is a frozen dataclass), so a sequence
 of step objects always lowers to the same program: :func:`compile_steps`
-keeps the programs of recent sequences, and each program keeps what calls
-derive from it (its parameters in a dtype, a kernel's choice, a lookup
-table). Repeated calls of one mixer, the common case, then spend their time
-in the kernel, not in Python.
+keeps the program of each sequence while its steps live, and each program
+keeps what calls derive from it (its parameters in a dtype, a kernel's
+choice, a lookup table). Repeated calls of one mixer, the common case, then
+spend their time in the kernel, not in Python.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
@@ -35,6 +36,21 @@ import numpy as np
 from . import config
 from .kernels.elementwise import AFFINE, mixes
 from .plan import Request, working_dtype
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` that can never be written: a step's arrays, whose lowering is kept.
+
+    Not just ``writeable = False``: an array that owns its memory can be
+    made writeable again, one backed by bytes cannot.
+
+    >>> w = frozen(np.eye(2))
+    >>> w.flags.writeable = True
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot set WRITEABLE flag to True of this array
+    """
+    return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=a.dtype).reshape(a.shape)
 
 
 class Lowered(NamedTuple):
@@ -59,8 +75,7 @@ class CompiledProgram:
     n_out: int
     width: int  # most channels alive at any point: the scratch rows needed
     n_per_channel: int  # leading steps that treat each channel on its own
-    largest: float  # the largest magnitude in params: what must fit the type the sums run in
-    expects: int | None  # the channels the steps expect (None: any number); n_in may differ, an error to report
+    largest: float  # the largest magnitude in params (NaN if one is): what must fit the type the sums run in
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -83,7 +98,7 @@ class CompiledProgram:
 
     def params_as(self, dtype: np.dtype) -> np.ndarray:
         """``params`` in ``dtype`` (kept: do not write to it)."""
-        return self.derived(("params", np.dtype(dtype)), lambda: self.params.astype(dtype))
+        return self.derived(("params", np.dtype(dtype)), lambda: self.params.astype(dtype, copy=False))
 
 
 def n_inputs(steps: Sequence[Any]) -> int | None:
@@ -96,36 +111,18 @@ def n_outputs(steps: Sequence[Any]) -> int | None:
     return next((s.n_outputs for s in reversed(steps) if s.n_outputs is not None), None)
 
 
-class _SameSteps:
-    """A sequence of steps as a cache key: equal only to a sequence of the same objects.
-
-    Identity, not equality: a Mixer is not hashable, and comparing weights
-    would cost what the cache saves. The key holds the steps, so their ids
-    cannot be reused while it lives.
-    """
-
-    __slots__ = ("steps", "_hash")
-
-    def __init__(self, steps: Sequence[Any]):
-        self.steps = tuple(steps)
-        self._hash = hash(tuple(map(id, self.steps)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other) -> bool:
-        return (
-            isinstance(other, _SameSteps)
-            and len(self.steps) == len(other.steps)
-            and all(a is b for a, b in zip(self.steps, other.steps))
-        )
+# Programs of live step sequences: (ids of the steps, n_in) -> (weak references to the steps, program).
+# An entry goes when one of its steps is collected, so the cache never keeps a mixer alive.
+_programs: dict[tuple[tuple[int, ...], int], tuple[tuple[weakref.ref, ...], "CompiledProgram"]] = {}
 
 
 def compile_steps(steps: Sequence[Any], n_in: int) -> CompiledProgram:
     """Lower ``steps`` (already validated and folded) for an input of ``n_in`` channels.
 
     Work and memory are linear in the number of steps. The same step
-    objects give the same program object (the last 64 sequences are kept).
+    objects give the same program object for as long as they live (by
+    identity, not equality: a Mixer is not hashable, and comparing weights
+    would cost what the cache saves).
 
     Examples
     --------
@@ -137,12 +134,26 @@ def compile_steps(steps: Sequence[Any], n_in: int) -> CompiledProgram:
     >>> compile_steps((m,), 2) is program
     True
     """
-    return _compile(_SameSteps(steps), n_in)
+    steps = tuple(steps)
+    key = (tuple(map(id, steps)), n_in)
+    entry = _programs.get(key)
+    # A dead step's id can be reused by a new object: the references must still lead to these steps.
+    if entry is not None and all(ref() is step for ref, step in zip(entry[0], steps)):
+        return entry[1]
+    program = _lower(steps, n_in)
+    try:
+        refs = tuple(weakref.ref(step, partial(_forget, key)) for step in steps)
+    except TypeError:  # a step type without weak references: lowered on every call
+        return program
+    _programs[key] = (refs, program)
+    return program
 
 
-@lru_cache(maxsize=64)
-def _compile(key: _SameSteps, n_in: int) -> CompiledProgram:
-    steps = key.steps
+def _forget(key, _ref) -> None:
+    _programs.pop(key, None)
+
+
+def _lower(steps: tuple[Any, ...], n_in: int) -> CompiledProgram:
     rows, params = [], []
     width = channels = n_in
     offset = 0
@@ -169,7 +180,7 @@ def _compile(key: _SameSteps, n_in: int) -> CompiledProgram:
     flat = np.concatenate(params) if params else np.zeros(0)
     return CompiledProgram(
         table=table, params=flat, n_in=n_in, n_out=channels, width=width, n_per_channel=per_channel,
-        largest=float(np.abs(flat).max(initial=0.0)), expects=n_inputs(steps),
+        largest=float(np.abs(flat).max(initial=0.0)),
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .dispatch import apply_steps
 from .fileformat import require, write_document
 from .kernels.elementwise import AFFINE
-from .lowering import Lowered
+from .lowering import Lowered, frozen
 
 __all__ = ["Mixer", "mix"]
 
@@ -131,10 +131,8 @@ class Mixer:
                 raise ValueError(f"bias must have {k} value{'s' if k != 1 else ''} (one per output), got shape {b.shape}")
             if not np.all(np.isfinite(b)):
                 raise ValueError("bias contains NaN or Inf; every value must be finite")
-        w.flags.writeable = False
-        b.flags.writeable = False
-        self._weights = w
-        self._bias = b
+        self._weights = frozen(w)
+        self._bias = frozen(b)
         self.input_names = _names(input_names, c, "input_names")
         self.output_names = _names(output_names, k, "output_names")
         self.metadata: dict[str, Any] = _jsonable(dict(metadata or {}), "metadata")

@@ -66,6 +66,10 @@ class Elementwise:
     n_inputs = None
     n_outputs = None
 
+    def __post_init__(self):
+        # A tuple whatever was passed: the step's lowering is kept, so its parameters must not change.
+        object.__setattr__(self, "params", tuple(self.params))
+
     @property
     def code(self) -> int:
         return _CODES[self.name]

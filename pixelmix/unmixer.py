@@ -25,7 +25,7 @@ from .dispatch import apply_steps
 from .fileformat import require, write_document
 from .kernels.elementwise import UNMIX
 from .kernels.unmix_layout import check_endmembers, pack
-from .lowering import Lowered
+from .lowering import Lowered, frozen
 
 __all__ = ["Unmixer"]
 
@@ -79,9 +79,8 @@ class Unmixer:
         metadata: dict[str, Any] | None = None,
     ):
         e, singular = check_endmembers(endmembers)
-        e.flags.writeable = False
         k, c = e.shape
-        self._endmembers = e
+        self._endmembers = frozen(e)
         # Fixed at construction, like the endmembers: a lowered unmixer is cached per object.
         self._options = (bool(nonneg), bool(sum_to_one), bool(residual))
         names = [f"em{i + 1}" for i in range(k)] if names is None else [str(n) for n in names]

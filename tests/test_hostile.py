@@ -81,6 +81,13 @@ def test_weights_beyond_float32_are_refused_for_float32_sums():
         (ops.clip(-1e39, 1e39) @ pm.Mixer([[1.0]]))(np.ones((2, 1), np.float32))
 
 
+def test_an_unmixer_whose_inverse_overflows_is_refused():
+    tiny = 5.623413251903491e-155  # the Gram matrix of these endmembers underflows to subnormals
+    u = pm.unmixer(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]) * tiny, nonneg=True)
+    with pytest.raises(ValueError, match="not finite.*rescale"):
+        u(np.full((4, 4, 3), tiny), dtype=np.float64)
+
+
 @pytest.mark.parametrize("out_dtype", [np.uint16, np.int16])
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
 def test_integer_output_is_the_exactly_rounded_float64_result(rng, out_dtype, backend):

@@ -20,6 +20,23 @@ def test_contract_names():
     assert m.weights.dtype == np.float64
     with pytest.raises(ValueError):
         m.weights[0, 0] = 5  # read-only: a mixer cannot change under a running job
+    for array in (m.weights, m.bias):  # nor be made writeable again (its lowering is kept)
+        with pytest.raises(ValueError):
+            array.flags.writeable = True
+    clip = ops.Elementwise("clip", [0.0, 1.0])
+    assert clip.params == (0.0, 1.0) and clip == ops.clip(0.0, 1.0)
+
+
+def test_a_mixer_is_not_kept_alive_by_its_kept_program():
+    import gc
+    import weakref
+
+    m = pm.Mixer(np.ones((2, 3)))
+    np.testing.assert_array_equal(m(np.ones((4, 4, 3), np.float32)), np.full((4, 4, 2), 3, np.float32))
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
 
 
 def test_composition_folds_and_keeps_names(rng):
