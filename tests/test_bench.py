@@ -95,6 +95,12 @@ def test_missing_fit_anchors_say_not_installed(monkeypatch):
     text = _run(["fit"])
     assert "spectral principal_components" in text and "not installed (pip install spectral)" in text
     assert "of the speed of reading the file" in text
+    # MNF, LDA and least squares: each beside its anchors and the PCA bar
+    assert "spectral mnf (calc_stats, noise_from_diffs)" in text.split("MNF fit")[1].split("LDA fit")[0]
+    for row in ("pixelmix fit_mnf", "pixelmix fit_lda", "sklearn LDA eigen", "pixelmix fit_lstsq",
+                "sklearn Ridge cholesky", "sklearn LinearRegression"):
+        assert row in text
+    assert text.count("as fast as sklearn PCA covariance_eigh (goal: at least 1x") == 4
 
 
 def test_unknown_suite_or_size_is_a_usage_error(capsys):

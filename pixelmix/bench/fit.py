@@ -22,6 +22,15 @@ Spectral Python's ``principal_components`` where installed, all for
   pages are page cache) is sampled: that is the "peak MB" of the fits. The
   others are skipped above ``PIXELMIX_BENCH_FIT_OTHERS_GB`` (default 2) GiB.
 
+The other fits run on the same in-memory cube, each beside its strongest
+anchor and beside scikit-learn's ``covariance_eigh`` PCA of that cube (the
+bar the issue sets for every fit): MNF (noise from diagonal neighbours)
+against Spectral Python's ``mnf``; LDA of 5 classes drawn at random on 60%
+of the pixels against scikit-learn's ``LinearDiscriminantAnalysis(solver=
+"eigen")``; least squares from the 128 bands to 3 channels against
+scikit-learn's ``Ridge(solver="cholesky")`` (the normal equations: its
+fastest least squares for many pixels) and ``LinearRegression``.
+
 Run the streamed memory check alone, at any size, with
 ``python -m pixelmix.bench.fit --gb 4`` (it prints time and memory of each).
 Files go to ``$PIXELMIX_BENCH_DIR`` or the temporary directory and are
@@ -40,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -155,28 +165,37 @@ def run_child(name: str, path: Path, k: int, interval: float = 0.01) -> dict:
     return result
 
 
-def _in_memory_case(size: str) -> Case:
+PCA_BAR = "sklearn PCA covariance_eigh"
+
+
+def _pca_bar(impls: dict, flat: np.ndarray) -> bool:
+    """Add scikit-learn's covariance_eigh PCA of ``flat`` to ``impls``; False when scikit-learn is missing."""
+    if optional("scikit-learn") is None:
+        return False
+    from sklearn.decomposition import PCA
+
+    impls[PCA_BAR] = Impl(lambda: PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat), "sklearn")
+    return True
+
+
+def _in_memory_case(cube: np.ndarray) -> Case:
     import pixelmix as pm
 
-    shape = CUBES[size]
-    cube = _cube(shape, np.random.default_rng(0))
+    shape = cube.shape
     flat = cube.reshape(-1, shape[2])
     impls = {"pixelmix fit_pca": Impl(lambda: pm.fit_pca(cube, N_COMPONENTS), "pixelmix")}
     case = Case(name=f"PCA fit, {N_COMPONENTS} of {shape[2]} bands, float32 cube "
                      f"{'x'.join(map(str, shape))} ({shape[0] * shape[1]} pixels) in memory",
                 impls=impls, bytes_moved=cube.nbytes)
     ours = pm.fit_pca(cube, N_COMPONENTS).weights
-    sklearn = optional("scikit-learn")
-    if sklearn is None:
-        case.missing["sklearn PCA covariance_eigh"] = not_installed("scikit-learn")
+    if not _pca_bar(impls, flat):
+        case.missing[PCA_BAR] = not_installed("scikit-learn")
     else:
         from sklearn.decomposition import PCA
 
-        impls["sklearn PCA covariance_eigh"] = Impl(
-            lambda: PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat), "sklearn")
         theirs = _signed(PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat).components_)
         case.notes.append(f"max |pixelmix - sklearn| over the components: {np.abs(ours - theirs).max():.1e}{FLOAT32}")
-        case.summarize = lambda t: [speedup(t, "pixelmix fit_pca", "sklearn PCA covariance_eigh", 1.0)]
+        case.summarize = lambda t: [speedup(t, "pixelmix fit_pca", PCA_BAR, 1.0)]
     if optional("Spectral Python") is None:
         case.missing["spectral principal_components"] = not_installed("Spectral Python")
     else:
@@ -184,6 +203,89 @@ def _in_memory_case(size: str) -> Case:
 
         impls["spectral principal_components"] = Impl(lambda: principal_components(cube), "spectral")
     return case
+
+
+def _other_fit_cases(cube: np.ndarray) -> list[Case]:
+    """MNF, LDA and least squares on ``cube``, each beside its anchors and the PCA bar."""
+    import pixelmix as pm
+
+    rng = np.random.default_rng(1)
+    y, x, c = cube.shape
+    flat = cube.reshape(-1, c)
+    labels = np.zeros((y, x), dtype=np.int64)
+    labels[:, : x * 6 // 10] = rng.integers(1, 6, (y, x * 6 // 10))
+    labelled = labels.reshape(-1) > 0
+    target = (flat[:, :3] @ rng.standard_normal((3, 3)).astype(np.float32) + flat[:, 3:6]).reshape(y, x, 3)
+    size = f"{'x'.join(map(str, cube.shape))} float32 cube in memory"
+    specs = [
+        ("MNF", f"MNF fit, {N_COMPONENTS} components, {size} (noise from diagonal neighbours)",
+         "pixelmix fit_mnf", lambda: pm.fit_mnf(cube, N_COMPONENTS),
+         [("spectral mnf (calc_stats, noise_from_diffs)", "Spectral Python", "spectral", _spectral_mnf(cube))]),
+        ("LDA", f"LDA fit, 5 classes at random on {int(labelled.sum())} of {y * x} pixels, {size}",
+         "pixelmix fit_lda", lambda: pm.fit_lda(cube, labels),
+         [("sklearn LDA eigen", "scikit-learn", "sklearn", _sklearn_lda(flat[labelled], labels.reshape(-1)[labelled]))]),
+        ("least squares", f"least squares {c} -> 3 channels with intercept, {size}",
+         "pixelmix fit_lstsq", lambda: pm.fit_lstsq(cube, target),
+         [("sklearn Ridge cholesky", "scikit-learn", "sklearn", _sklearn_ridge(flat, target.reshape(-1, 3))),
+          ("sklearn LinearRegression", "scikit-learn", "sklearn", _sklearn_linreg(flat, target.reshape(-1, 3)))]),
+    ]
+    cases = []
+    for what, name, ours, fit, anchors in specs:
+        case = Case(name=name, impls={ours: Impl(fit, "pixelmix")}, bytes_moved=cube.nbytes)
+        for label, library, owner, fn in anchors:
+            if fn is None:
+                case.missing[label] = not_installed(library)
+            else:
+                case.impls[label] = Impl(fn, owner)
+        if not _pca_bar(case.impls, flat):
+            case.missing[PCA_BAR] = not_installed("scikit-learn")
+        case.notes.append(f"{PCA_BAR}: the same cube's PCA, the bar set for every fit ({what} included)")
+
+        def summarize(t, ours=ours, anchors=[a[0] for a in anchors if a[3] is not None]):
+            lines = [speedup(t, ours, label) for label in anchors]
+            return lines + ([speedup(t, ours, PCA_BAR, 1.0)] if PCA_BAR in t else [])
+
+        case.summarize = summarize
+        cases.append(case)
+    return cases
+
+
+def _spectral_mnf(cube):
+    if optional("Spectral Python") is None:
+        return None
+    import spectral
+
+    return lambda: spectral.mnf(spectral.calc_stats(cube), spectral.noise_from_diffs(cube))
+
+
+def _sklearn_lda(x, y):
+    if optional("scikit-learn") is None:
+        return None
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return lambda: LinearDiscriminantAnalysis(solver="eigen").fit(x, y)
+
+
+def _sklearn_ridge(x, y):
+    if optional("scikit-learn") is None:
+        return None
+    from sklearn.linear_model import Ridge
+
+    def fit():
+        # The cube is nearly of rank 12 (see _cube): SciPy warns on every solve of its normal equations.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Ridge(alpha=1e-6, solver="cholesky").fit(x, y)
+
+    return fit
+
+
+def _sklearn_linreg(x, y):
+    if optional("scikit-learn") is None:
+        return None
+    from sklearn.linear_model import LinearRegression
+
+    return lambda: LinearRegression().fit(x, y)
 
 
 def _stack(gib: float, bands: int, workdir=None) -> tuple[Path, tuple[int, int, int]]:
@@ -299,7 +401,8 @@ def _streamed_case(size: str) -> Case:
 
 
 def cases(size: str, backend: str) -> list[Case]:
-    return [_in_memory_case(size), _streamed_case(size)]
+    cube = _cube(CUBES[size], np.random.default_rng(0))
+    return [_in_memory_case(cube), *_other_fit_cases(cube), _streamed_case(size)]
 
 
 def main(argv: list[str] | None = None) -> int:
