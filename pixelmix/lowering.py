@@ -238,8 +238,8 @@ def lookup_table(request: Request, run, backend: str) -> tuple[np.ndarray, int, 
     An 8-bit table is kept with the program, per ``backend`` (its name) and
     dtype: computing it is a launch, more work than a small image's own.
     Larger tables are computed again on each call: they pay only on images
-    larger still, and kept with every recent program they would hold
-    megabytes each.
+    larger still, and kept they would hold megabytes for as long as their
+    mixer lives.
     """
     program = request.program
     dtype = request.image.dtype.newbyteorder("=")
