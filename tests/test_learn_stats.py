@@ -22,6 +22,26 @@ def test_moments_match_numpy(rng, axis, dtype):
     np.testing.assert_allclose(m.covariance(), np.cov(p.T), rtol=1e-10, atol=1e-9)
 
 
+@pytest.mark.parametrize("axis", [0, -1])
+def test_extra_channels_are_the_moments_of_the_joined_array(rng, axis):
+    x = np.moveaxis((rng.random((40, 30, 6)) * 1000).astype(np.uint16), -1, axis)
+    y = rng.standard_normal((40, 30, 2)).astype(np.float32)
+    y[3, 4, 0] = np.nan  # a pixel with NaN in its extra channels only: skipped
+    y = np.moveaxis(y, -1, axis)
+    mask = rng.random((40, 30)) > 0.2
+    mask[3, 4] = True
+    joined = np.concatenate([x.astype(np.float64), y.astype(np.float64)], axis=axis)
+    expected = block_moments(joined, axis, mask=mask)
+    both = block_moments(x, axis, extra=y, mask=mask)
+    assert (both.count, both.skipped) == (expected.count, expected.skipped) == (int(mask.sum()) - 1, 1)
+    np.testing.assert_array_equal(both.mean, expected.mean)
+    np.testing.assert_array_equal(both.scatter, expected.scatter)
+    with pytest.raises(ValueError, match="extra has shape"):
+        block_moments(x, axis, extra=np.moveaxis(np.zeros((5, 30, 2)), -1, axis))
+    with pytest.raises(ValueError, match="pair=None"):
+        block_moments(x, axis, extra=y, pair="right")
+
+
 def test_large_offset_keeps_tiny_covariance(rng):
     # uint16 around 60000 with variance ~0.25: E[xx'] - E[x]E[x]' in float64 loses it.
     base = rng.integers(0, 2, size=(300, 200, 1))

@@ -47,10 +47,8 @@ def lstsq_block_statistics(source_values, target_values, channel_axis=-1, *, mas
             f"target pixels have shape {tgt.shape[:-1]} but the source's have {src.shape[:-1]}; "
             f"source and target must be paired pixel for pixel"
         )
-    joint = np.concatenate([src, tgt.astype(np.result_type(src, tgt), copy=False)], axis=-1)
-    if joint.dtype.kind in "iu":
-        joint = joint.astype(np.float64)
-    return block_moments(joint, -1, mask=mask)
+    # The target's channels follow the source's in the moments, read where they are (no joint copy).
+    return block_moments(source_values, axis, mask=mask, extra=target_values)
 
 
 def solve_lstsq(

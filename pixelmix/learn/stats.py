@@ -11,10 +11,12 @@ Functions
     The :class:`Moments` of one block (an ndarray with channels on
     ``channel_axis``): honours a boolean ``mask`` (True = use), skips pixels
     with NaN or a channel equal to ``nodata`` (and counts them), subsamples
-    with ``sample=`` and, with ``pair=``, gathers the differences between
-    neighbouring pixels that noise estimates need. Blocks of float16, int8,
-    uint32 or non-native byte order are first converted exactly to
-    :func:`pixelmix.plan.working_dtype`; complex or bool blocks are refused.
+    with ``sample=``, with ``pair=`` gathers the differences between
+    neighbouring pixels that noise estimates need, and with ``extra=`` adds
+    more channels of the same pixels (least squares' target) without a
+    copy. Blocks of float16, int8, uint32 or non-native byte order are first
+    converted exactly to :func:`pixelmix.plan.working_dtype`; complex or
+    bool blocks are refused.
 ``Moments.merge`` / :func:`merge`
     Combine partial results.
 
@@ -136,16 +138,20 @@ def _candidates_py(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, 
     return n
 
 
-def _fill_py(x3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, at, cand, partner, bad):
+def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, at, cand, partner, bad):
     """The ``n`` selected pixels of one run as columns ``at, at + 1, ...`` of ``tile`` (channel by pixel), minus ``shift``.
 
     The run and its selected pixels (``cand``, ``partner``) as
-    :func:`_candidates_py` gives them. Row C of ``tile`` is 1 for a kept
-    pixel, so that the tile's Gram matrix holds the count and the sums too;
-    a pixel with NaN (looked for when ``check_nan``) or ``nodata`` is a
+    :func:`_candidates_py` gives them. Rows 0 to C - 1 are the channels of
+    ``x3``, the next ``Y`` those of ``y3`` (the same pixels' extra channels,
+    (A, Y, B); ``Y`` is 0 but for least squares, which has no ``pair``).
+    Row C + Y is 1 for a kept pixel, so that the tile's Gram matrix holds
+    the count and the sums too; a pixel with NaN (looked for when
+    ``check_nan``, and always in ``y3``) or ``nodata`` (in ``x3``) is a
     column of zeros, which adds nothing. Returns how many those are.
     """
     A, C, B = x3.shape
+    Y = y3.shape[1]
     channels_last = B == 1
     # Rows sliced at ``at`` rather than indexed at ``at + j``: an index Numba cannot prove
     # non-negative is wrapped around on every store (measured 13% slower).
@@ -178,6 +184,14 @@ def _fill_py(x3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile,
                         if use_nodata:
                             flag |= v == nodata
             bad[j] = flag
+        y2 = y3.reshape((A, Y))
+        for c in range(Y):
+            row = tile[C + c, at:]
+            s = shift[C + c]
+            for j in range(n):
+                v = y2[cand[j], c]
+                bad[j] |= v != v
+                row[j] = np.float64(v) - s
     else:
         plain = n == b1 - b0 and pair == 0  # every pixel of the run, in order
         base = a * B
@@ -213,14 +227,23 @@ def _fill_py(x3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile,
                     fv = fv - np.float64(w)
                 bad[j] |= flag
                 row[j] = fv - s
+        base = a * B
+        for c in range(Y):
+            src = y3[a, c]
+            row = tile[C + c, at:]
+            s = shift[C + c]
+            for j in range(n):
+                v = src[cand[j] - base]
+                bad[j] |= v != v
+                row[j] = np.float64(v) - s
     n_bad = 0
-    ones = tile[C, at:]
+    ones = tile[C + Y, at:]
     for j in range(n):
         ones[j] = 1.0
     for j in range(n):
         if bad[j]:
             n_bad += 1
-            for c in range(C + 1):
+            for c in range(C + Y + 1):
                 tile[c, at + j] = 0.0
     return n_bad
 
@@ -278,7 +301,7 @@ def _gram_tile_py(tile, n, gram):
             g3[b0 + 3] += s33
 
 
-def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
+def _first_mean_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
                    pair, n_cols, n_rows, width, rows):
     """The mean of the kept pixels of the block's first tile that has any (zeros if none).
 
@@ -286,6 +309,7 @@ def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, th
     so that no large numbers cancel.
     """
     A, C, B = x3.shape
+    C += y3.shape[1]
     inner = A if B == 1 else B
     per_row = (inner + width - 1) // width
     tile = np.zeros((rows, width))
@@ -299,7 +323,7 @@ def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, th
         b0 = (t % per_row) * width
         b1 = min(inner, b0 + width)
         n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
-        n_bad = _fill(x3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, zero, tile, 0, cand, partner, bad)
+        n_bad = _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, zero, tile, 0, cand, partner, bad)
         if n > n_bad:
             for c in range(C):
                 mean[c] = tile[c, :n].sum() / (n - n_bad)
@@ -307,7 +331,7 @@ def _first_mean_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, th
     return mean
 
 
-def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
+def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
                    pair, n_cols, n_rows, shift, width, grams, skipped):
     """The Gram matrices of the block's tiles, summed in ``grams.shape[0]`` fixed groups of tiles.
 
@@ -340,7 +364,8 @@ def _block_gram_py(x3, mask, use_mask, nodata, use_nodata, check_nan, stride, th
             if filled + n > width:
                 _gram_tile(tile, filled, grams[g])
                 filled = 0
-            dropped += _fill(x3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand, partner, bad)
+            dropped += _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
+                             partner, bad)
             filled += n
         if filled > 0:
             _gram_tile(tile, filled, grams[g])
@@ -481,6 +506,7 @@ def block_moments(
     seed: int = 0,
     pair: str | None = None,
     labels: np.ndarray | None = None,
+    extra: np.ndarray | None = None,
 ):
     """Moments of the pixels of one block (step 1 of every fit).
 
@@ -507,6 +533,11 @@ def block_moments(
     labels : ndarray of int, optional
         The block's spatial shape; returns :class:`GroupMoments` of the pixels
         of each non-zero label (0 = unlabelled, left out).
+    extra : ndarray, optional
+        More channels of the same pixels (the block's shape but for the
+        channel axis): their moments follow the block's, as if the two were
+        one array (least squares: source, then target), without copying
+        them into one. A pixel with NaN in them is skipped too. Not with ``pair``.
 
     Returns
     -------
@@ -551,10 +582,22 @@ def block_moments(
         if not info.min <= nodata <= info.max:
             nodata = None  # cannot occur in this dtype
     x3 = _x3(values, axis)
+    if extra is None:
+        y3 = _x3(np.empty(values.shape[:axis] + (0,) + values.shape[axis + 1:], dtype=x3.dtype), axis)
+    else:
+        extra = np.asarray(extra)
+        if extra.ndim != values.ndim or extra.shape[:axis] + extra.shape[axis + 1:] != spatial:
+            raise ValueError(f"extra has shape {extra.shape} but the block's pixels have shape {spatial}")
+        if pair is not None:
+            raise ValueError("extra channels cannot be paired with neighbours; pass pair=None")
+        problem = dtype_problem(extra.dtype)
+        if problem is not None:
+            raise TypeError(problem)
+        y3 = _x3(extra, axis)
     _kernels()
     options = (nodata, stride, threshold, np.uint64(seed % 2**63), PAIRS[pair], n_cols, n_rows)
     if flat_labels is None:
-        return _gram_moments(x3, flat_mask, *options)
+        return _gram_moments(x3, y3, flat_mask, *options)
     # One pass per class, the class as the mask (a pair counts when both of its pixels are in the class).
     groups = {}
     for label in np.unique(flat_labels).tolist():
@@ -563,22 +606,23 @@ def block_moments(
         in_class = flat_labels == label
         if flat_mask is not None:
             in_class &= flat_mask
-        moments = _gram_moments(x3, in_class, *options)
+        moments = _gram_moments(x3, y3, in_class, *options)
         if moments.count > 0:
             groups[label] = moments
     return GroupMoments(groups)
 
 
-def _gram_moments(x3, flat_mask, nodata, stride, threshold, seed, pair, n_cols, n_rows) -> Moments:
-    """The moments of one block from Gram matrices of shifted tiles (:func:`_block_gram_py`).
+def _gram_moments(x3, y3, flat_mask, nodata, stride, threshold, seed, pair, n_cols, n_rows) -> Moments:
+    """The moments of one block's channels, ``x3``'s then ``y3``'s, from Gram matrices of shifted tiles.
 
     Tiles of GRAM_WIDTH pixels, each a (C + 1) x pixels matrix of shifted
     values and a row of ones, so that one product gives the count, the sums
-    and the cross-products. The products run in a Numba kernel (AVX-512
-    where the CPU has it, which OpenBLAS builds often do not use), in groups
-    of tiles on all threads, with float64 sums.
+    and the cross-products (:func:`_block_gram_py`). The products run in a
+    Numba kernel (AVX-512 where the CPU has it, which OpenBLAS builds often
+    do not use), in groups of tiles on all threads, with float64 sums.
     """
     A, C, B = x3.shape
+    C += y3.shape[1]
     rows = (C + 1 + 3) // 4 * 4
     inner = A if B == 1 else B
     width = GRAM_WIDTH
@@ -590,10 +634,10 @@ def _gram_moments(x3, flat_mask, nodata, stride, threshold, seed, pair, n_cols, 
     nodata = 0.0 if nodata is None else float(nodata)
     check_nan = x3.dtype.kind == "f"
     common = (mask, flat_mask is not None, nodata, use_nodata, check_nan, stride, threshold, seed, pair, n_cols, n_rows)
-    shift = _first_mean(x3, *common, width, rows)
+    shift = _first_mean(x3, y3, *common, width, rows)
     grams = np.zeros((n_groups, rows, rows))
     skipped = np.zeros(n_groups, dtype=np.int64)
-    _launch(_block_gram, x3, *common, shift, width, grams, skipped)
+    _launch(_block_gram, x3, y3, *common, shift, width, grams, skipped)
     total = grams.sum(axis=0)
     upper = np.triu(total)
     full = upper + np.triu(total, 1).T
