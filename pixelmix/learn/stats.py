@@ -227,7 +227,6 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
                     fv = fv - np.float64(w)
                 bad[j] |= flag
                 row[j] = fv - s
-        base = a * B
         for c in range(Y):
             src = y3[a, c]
             row = tile[C + c, at:]
