@@ -62,3 +62,14 @@ def test_errors(pair):
         pm.fit_lstsq(source, "target.tif")
     with pytest.raises(ValueError, match="no valid pixel pairs"):
         pm.fit_lstsq(source, target, mask=np.zeros(source.shape[:2], bool))
+
+
+def test_integer_targets_of_any_width(rng):
+    source = rng.integers(0, 100, (20, 25, 4)).astype(np.uint16)
+    target = source.astype(np.int64) @ np.array([[1, 0], [2, 1], [0, 3], [1, 1]]) + 7  # NumPy's default int64
+    expected = pm.fit_lstsq(source, target.astype(np.float64))
+    for t in (target, target.astype(np.int32)):
+        m = pm.fit_lstsq(source, t)
+        np.testing.assert_allclose(m.weights, expected.weights, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m.bias, [7, 7], rtol=1e-9)
+    assert pm.fit_lstsq(source.astype(np.float32), target > 300).n_outputs == 2  # bool, as 0 and 1

@@ -168,13 +168,14 @@ def run_child(name: str, path: Path, k: int, interval: float = 0.01) -> dict:
 PCA_BAR = "sklearn PCA covariance_eigh"
 
 
-def _pca_bar(impls: dict, flat: np.ndarray) -> bool:
-    """Add scikit-learn's covariance_eigh PCA of ``flat`` to ``impls``; False when scikit-learn is missing."""
+def _pca_bar(case: Case, flat: np.ndarray) -> bool:
+    """Add scikit-learn's covariance_eigh PCA of ``flat`` to ``case`` (or say it is missing); whether it was added."""
     if optional("scikit-learn") is None:
+        case.missing[PCA_BAR] = not_installed("scikit-learn")
         return False
     from sklearn.decomposition import PCA
 
-    impls[PCA_BAR] = Impl(lambda: PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat), "sklearn")
+    case.impls[PCA_BAR] = Impl(lambda: PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat), "sklearn")
     return True
 
 
@@ -188,9 +189,7 @@ def _in_memory_case(cube: np.ndarray) -> Case:
                      f"{'x'.join(map(str, shape))} ({shape[0] * shape[1]} pixels) in memory",
                 impls=impls, bytes_moved=cube.nbytes)
     ours = pm.fit_pca(cube, N_COMPONENTS).weights
-    if not _pca_bar(impls, flat):
-        case.missing[PCA_BAR] = not_installed("scikit-learn")
-    else:
+    if _pca_bar(case, flat):
         from sklearn.decomposition import PCA
 
         theirs = _signed(PCA(N_COMPONENTS, svd_solver="covariance_eigh").fit(flat).components_)
@@ -237,8 +236,7 @@ def _other_fit_cases(cube: np.ndarray) -> list[Case]:
                 case.missing[label] = not_installed(library)
             else:
                 case.impls[label] = Impl(fn, owner)
-        if not _pca_bar(case.impls, flat):
-            case.missing[PCA_BAR] = not_installed("scikit-learn")
+        _pca_bar(case, flat)
         case.notes.append(f"{PCA_BAR}: the same cube's PCA, the bar set for every fit ({what} included)")
 
         def summarize(t, ours=ours, anchors=[a[0] for a in anchors if a[3] is not None]):

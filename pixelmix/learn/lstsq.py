@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..mixer import Mixer
+from ..plan import dtype_problem
 from .gather import gather_source
 from .solve import input_names
 from .source import Source, describe, is_path
@@ -47,6 +48,9 @@ def lstsq_block_statistics(source_values, target_values, channel_axis=-1, *, mas
             f"target pixels have shape {tgt.shape[:-1]} but the source's have {src.shape[:-1]}; "
             f"source and target must be paired pixel for pixel"
         )
+    if target_values.dtype.kind in "biu" and dtype_problem(target_values.dtype) is not None:
+        # Integers the moments kernel does not read (int64, NumPy's default; bool) count as float64.
+        target_values = target_values.astype(np.float64)
     # The target's channels follow the source's in the moments, read where they are (no joint copy).
     return block_moments(source_values, axis, mask=mask, extra=target_values)
 
