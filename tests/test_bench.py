@@ -101,6 +101,7 @@ def test_missing_fit_anchors_say_not_installed(monkeypatch):
                 "sklearn Ridge cholesky", "sklearn LinearRegression"):
         assert row in text
     assert text.count("as fast as sklearn PCA covariance_eigh (goal: at least 1x") == 4
+    assert "right after pixelmix fit_pca" in text and "a BLAS call right after a fit: " in text
 
 
 def test_unknown_suite_or_size_is_a_usage_error(capsys):

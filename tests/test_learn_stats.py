@@ -159,6 +159,21 @@ def test_group_moments(rng):
         block_moments(x, -1, labels=labels.astype(float))
 
 
+@pytest.mark.parametrize("values", [[-7, 0, 3], [0, 5, 2**40], [2**63 + 5, 0, 9]], ids=["negative", "large", "uint64"])
+def test_group_moments_any_label_values(rng, values):
+    # Small non-negative labels are counted, any others sorted: either way every class, and only those.
+    x = rng.random((6, 7, 2))
+    dtype = np.uint64 if values[0] > 2**62 else np.int64
+    labels = np.array(values, dtype=dtype)[rng.integers(0, 3, size=(6, 7))]
+    labels[0, :3] = np.array(values, dtype=dtype)
+    g = block_moments(x, -1, labels=labels)
+    assert sorted(g.groups) == sorted(v for v in values if v != 0)
+    for k, moments in g.groups.items():
+        assert moments.count == (labels == k).sum()
+    small = block_moments(x, -1, labels=(labels == labels[0, 2]).astype(np.uint8) * 3)
+    assert sorted(small.groups) == [3] and small.groups[3].count == g.groups[int(labels[0, 2])].count
+
+
 def test_bad_companion_images(rng):
     x = rng.random((4, 5, 3))
     with pytest.raises(ValueError, match=r"mask has shape \(5, 4\).*\(4, 5\)"):

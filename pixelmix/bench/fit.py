@@ -31,6 +31,10 @@ of the pixels against scikit-learn's ``LinearDiscriminantAnalysis(solver=
 scikit-learn's ``Ridge(solver="cholesky")`` (the normal equations: its
 fastest least squares for many pixels) and ``LinearRegression``.
 
+Last, a pipeline row: a BLAS matmul (1536 x 1536 float32) alone and right
+after ``fit_pca`` of the in-memory cube, with no pause between them: the
+fit's own BLAS calls (its small eigh) must leave no BLAS threads spinning.
+
 Run the streamed memory check alone, at any size, with
 ``python -m pixelmix.bench.fit --gb 4`` (it prints time and memory of each).
 Files go to ``$PIXELMIX_BENCH_DIR`` or the temporary directory and are
@@ -54,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Case, Impl, not_installed, optional, share_of, speedup
+from . import Case, Impl, not_installed, optional, share_of, slowdown, speedup
 
 N_COMPONENTS = 8
 PIECE = 64 * 2**20
@@ -62,6 +66,8 @@ PIECE = 64 * 2**20
 # Python accumulate in float64, so their components agree with each other far better.
 FLOAT32 = " (scikit-learn's moments of float32 data are float32)"
 CUBES = {"full": (1024, 1024, 128), "quick": (256, 256, 64), "tiny": (16, 16, 8)}
+# The side of the matmul timed alone and right after a fit.
+MATMUL = {"full": 1536, "quick": 384, "tiny": 32}
 # size -> (GiB of the streamed TIFF, its bands)
 STACKS = {"quick": (0.03, 128), "tiny": (2**-11, 16)}
 
@@ -398,9 +404,25 @@ def _streamed_case(size: str) -> Case:
     return case
 
 
+def _pipeline_case(cube: np.ndarray, n: int) -> Case:
+    """A BLAS matmul alone and right after a PCA fit (whose small eigh must leave no BLAS threads spinning)."""
+    import pixelmix as pm
+
+    a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    blas = f"numpy matmul {n}x{n} float32"
+    rows = (f"{blas}, after pixelmix fit_pca", f"{blas}, alone")
+    return Case(
+        name=f"pipeline: {blas}, alone and right after pixelmix fit_pca",
+        impls={rows[1]: Impl(lambda: a @ a, "numpy"),
+               rows[0]: Impl(lambda: a @ a, "numpy", before=lambda: pm.fit_pca(cube, N_COMPONENTS))},
+        notes=[f"the fit: the {'x'.join(map(str, cube.shape))} cube above; row 2 starts the moment it returns"],
+        summarize=lambda t: [slowdown("a BLAS call right after a fit:", t[rows[0]], t[rows[1]], "goal: at most +10%")],
+    )
+
+
 def cases(size: str, backend: str) -> list[Case]:
     cube = _cube(CUBES[size], np.random.default_rng(0))
-    return [_in_memory_case(cube), *_other_fit_cases(cube), _streamed_case(size)]
+    return [_in_memory_case(cube), *_other_fit_cases(cube), _streamed_case(size), _pipeline_case(cube, MATMUL[size])]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,12 +21,11 @@ the dtypes that take this path compile it.
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
+from .intrinsics import trailing_zeros
 
 # The channel counts this kernel takes: (inputs, outputs).
 N_IN = 3
@@ -212,18 +211,6 @@ def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: b
     return float(limit)
 
 
-@intrinsic
-def _trailing_zeros(typingctx, word):
-    """The index of the lowest set bit of a nonzero uint64 (LLVM's cttz), as an int64."""
-    if word != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))  # never called with 0
-
-    return types.int64(types.uint64), codegen
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _gray32(xs, os, flags, n, w0, w1, w2, b, lim, lo, hi):
     """One output: the float32 sums read straight from the interleaved pixels."""
@@ -298,7 +285,7 @@ def _recompute(xs, os, words, w0, p, m, K, offset, params, lo, hi, fill):
     for i in range(8):
         mask |= ((words[w0 + i] * _PACK) >> np.uint64(56)) << np.uint64(8 * i)
     while mask != 0:
-        j = _trailing_zeros(mask)
+        j = trailing_zeros(mask)
         if j >= m:
             break  # the bits come in increasing order: the rest are stale too
         mask &= mask - np.uint64(1)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..mixer import Mixer
 from .gather import gather_source
-from .solve import check_n_components, fix_signs, input_names
+from .solve import blas_on_one_thread, check_n_components, fix_signs, input_names
 from .source import Source
 from .stats import GroupMoments, block_moments
 
@@ -37,6 +37,7 @@ def lda_block_statistics(values, channel_axis=-1, labels=None) -> GroupMoments:
     return block_moments(values, channel_axis, labels=labels)
 
 
+@blas_on_one_thread
 def solve_lda(
     groups: GroupMoments,
     n_components: int | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 from ..mixer import Mixer
 from ..plan import dtype_problem
 from .gather import gather_source
-from .solve import input_names
+from .solve import blas_on_one_thread, input_names
 from .source import Source, describe, is_path
 from .stats import Moments, block_moments
 
@@ -55,6 +55,7 @@ def lstsq_block_statistics(source_values, target_values, channel_axis=-1, *, mas
     return block_moments(source_values, axis, mask=mask, extra=target_values)
 
 
+@blas_on_one_thread
 def solve_lstsq(
     moments: Moments,
     n_source: int,

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..mixer import Mixer
 from .gather import gather_source
-from .solve import check_n_components, fix_signs, input_names, symmetric_eigh
+from .solve import blas_on_one_thread, check_n_components, fix_signs, input_names, symmetric_eigh
 from .source import Source, is_path
 from .stats import Moments, block_moments
 
@@ -83,6 +83,7 @@ def _inverse_sqrt(cov: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray
     return inv_sqrt, sqrt
 
 
+@blas_on_one_thread
 def solve_mnf(
     statistics: MNFStatistics,
     n_components: int,

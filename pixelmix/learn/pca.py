@@ -18,7 +18,7 @@ import numpy as np
 
 from ..mixer import Mixer
 from .gather import gather_source
-from .solve import check_n_components, fix_signs, input_names, symmetric_eigh
+from .solve import blas_on_one_thread, check_n_components, fix_signs, input_names, symmetric_eigh
 from .source import Source
 from .stats import Moments, block_moments
 
@@ -43,6 +43,7 @@ def _n_kept(n_components, ratio: np.ndarray, n_max: int) -> int:
     return check_n_components(n_components, n_max, "PCA", "the number of channels")
 
 
+@blas_on_one_thread
 def solve_pca(
     moments: Moments,
     n_components,

@@ -25,7 +25,7 @@ import numpy as np
 
 from .gather import gather_source
 from .mnf import NOISE_DIRECTIONS, MNFStatistics, mnf_block_statistics
-from .solve import symmetric_eigh
+from .solve import blas_on_one_thread, symmetric_eigh
 from .source import Source
 from .stats import Moments
 
@@ -37,6 +37,7 @@ NOISE = ("regression",) + NOISE_DIRECTIONS
 NOISE_FLOOR = 1e-5
 
 
+@blas_on_one_thread
 def regression_noise(correlation: np.ndarray) -> np.ndarray:
     """The correlation of HySime's multiple-regression residuals (the noise), from ``E[y y^T]``.
 
@@ -61,6 +62,7 @@ def regression_noise(correlation: np.ndarray) -> np.ndarray:
     return precision / np.outer(d, d)
 
 
+@blas_on_one_thread
 def hysime(correlation: np.ndarray, signal: np.ndarray, noise: np.ndarray) -> tuple[int, np.ndarray]:
     """HySime's subspace size from the correlation matrices of the data, the signal and the noise.
 

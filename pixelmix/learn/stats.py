@@ -38,7 +38,11 @@ float64 peak, about twice what the AVX2 kernels of the OpenBLAS that NumPy
 ships reach for the same product, and the groups do not depend on the thread
 count, so neither do the results. Per-class moments (``labels=``) run the
 same kernel once per class, with the class as the mask: the selection reads
-no pixel value, so each pass reads only its class's pixels.
+no pixel value, so each pass reads only its class's pixels. The values of
+a run's selected pixels are prefetched before they are copied
+(:func:`_prefetch_run_py`): the hardware prefetchers do not foresee
+scattered pixels, or a hundred channel planes read side by side. (Selecting
+and prefetching one run ahead gained nothing more.)
 """
 
 from __future__ import annotations
@@ -65,14 +69,17 @@ GRAM_BYTES = 32 * 2**20
 
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
-    global _select, _candidates, _fill, _gram_tile, _block_gram, _first_mean, prange
+    global _select, _candidates, _prefetch_run, _fill, _gram_tile, _block_gram, _first_mean, prange, prefetch
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
+        from ..kernels.intrinsics import prefetch  # the same, for _prefetch_run_py
+
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
         _candidates = njit(cache=True, nogil=True, inline="always")(_candidates_py)
+        _prefetch_run = njit(cache=True, nogil=True, inline="always")(_prefetch_run_py)
         _fill = njit(cache=True, nogil=True)(_fill_py)
         # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
         _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
@@ -80,8 +87,9 @@ def _kernels() -> None:
         _block_gram = njit(cache=True, nogil=True, parallel=True)(_block_gram_py)
 
 
-_select = _candidates = _fill = _gram_tile = _block_gram = _first_mean = None
+_select = _candidates = _prefetch_run = _fill = _gram_tile = _block_gram = _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
+prefetch = None  # pixelmix.kernels.intrinsics.prefetch once the kernels are compiled
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -136,6 +144,36 @@ def _candidates_py(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, 
         partner[n] = q
         n += 1
     return n
+
+
+def _prefetch_run_py(x3, a, n, cand, partner, pair):
+    """Prefetch the values of a run's ``n`` selected pixels (and their partners): every cache line they lie on.
+
+    The hardware prefetchers miss both patterns this is for: channels first,
+    C planes read side by side, and scattered pixels (a mask, a class: a
+    channels-first uint16 stack under a random mask of 12% of its pixels
+    took 20% less time). Channels last, pixels that (nearly) fill the span
+    they lie in are one stream that the hardware follows: they are left to
+    it (prefetching them too cost 2-5%).
+    """
+    A, C, B = x3.shape
+    if B == 1 and (n == 0 or cand[n - 1] - cand[0] < n + n // 8):
+        return
+    step = max(1, 64 // x3.itemsize)
+    for side in range(2 if pair > 0 else 1):
+        pixels = cand if side == 0 else partner
+        if B == 1:
+            for j in range(n):
+                for k in range(pixels[j] * C, (pixels[j] + 1) * C, step):
+                    prefetch(x3, k)
+                prefetch(x3, (pixels[j] + 1) * C - 1)
+        elif n > 0:
+            first, last = pixels[0] - a * B, pixels[n - 1] - a * B
+            for c in range(C):
+                row = (a * C + c) * B
+                for k in range(row + first, row + last, step):
+                    prefetch(x3, k)
+                prefetch(x3, row + last)
 
 
 def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, at, cand, partner, bad):
@@ -225,7 +263,8 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
                     if use_nodata:
                         flag |= w == nodata
                     fv = fv - np.float64(w)
-                bad[j] |= flag
+                if check_nan or use_nodata:  # else no load and store of the flag per value (10% of a masked fit)
+                    bad[j] |= flag
                 row[j] = fv - s
         for c in range(Y):
             src = y3[a, c]
@@ -360,6 +399,7 @@ def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
             b0 = (t % per_row) * width
             b1 = min(inner, b0 + width)
             n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
+            _prefetch_run(x3, a, n, cand, partner, pair)
             if filled + n > width:
                 _gram_tile(tile, filled, grams[g])
                 filled = 0
@@ -599,7 +639,7 @@ def block_moments(
         return _gram_moments(x3, y3, flat_mask, *options)
     # One pass per class, the class as the mask (a pair counts when both of its pixels are in the class).
     groups = {}
-    for label in np.unique(flat_labels).tolist():
+    for label in _present(flat_labels):
         if label == 0:
             continue
         in_class = flat_labels == label
@@ -647,6 +687,21 @@ def _gram_moments(x3, y3, flat_mask, nodata, stride, threshold, seed, pair, n_co
     scatter = full[:C, :C] - np.outer(sums, sums) / n
     scatter = (scatter + scatter.T) / 2
     return Moments(n, shift + sums / n, scatter, int(skipped.sum()))
+
+
+def _present(labels: np.ndarray) -> list[int]:
+    """The distinct values of an integer array, ascending.
+
+    Class labels are usually small non-negative numbers: counting them is ten
+    times faster than ``np.unique``'s sort or hash (0.07 against 0.65 ms per
+    65536 labels), which took 5% of an LDA fit.
+    """
+    if labels.size == 0:
+        return []
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi < 4 * labels.size + 1024:
+        return np.flatnonzero(np.bincount(labels.astype(np.intp, copy=False), minlength=hi + 1)).tolist()
+    return np.unique(labels).tolist()
 
 
 def _launch(kernel, *args):
