@@ -174,6 +174,17 @@ def test_group_moments_any_label_values(rng, values):
     assert sorted(small.groups) == [3] and small.groups[3].count == g.groups[int(labels[0, 2])].count
 
 
+def test_gram_tiles_start_on_cache_lines():
+    # Numba's allocator aligns to 32 bytes; the tile is aligned to 64 so that no AVX-512 load straddles two lines.
+    from pixelmix.learn import stats
+
+    stats._kernels()
+    for rows, width in ((132, 256), (8, 256), (228, 256)):
+        tile = stats._aligned_tile(rows, width)
+        assert tile.shape == (rows, width) and tile.flags.c_contiguous and not tile.any()
+        assert tile.ctypes.data % 64 == 0
+
+
 def test_bad_companion_images(rng):
     x = rng.random((4, 5, 3))
     with pytest.raises(ValueError, match=r"mask has shape \(5, 4\).*\(4, 5\)"):

@@ -40,6 +40,7 @@ from numba import njit, prange
 
 from . import elementwise as ew
 from . import vmath
+from .intrinsics import aligned
 from .unmix import unmix_rows
 
 # The shared body with exp, log and pow that vectorise (math's are scalar calls here).
@@ -548,9 +549,13 @@ def run_program(
     xt = x.transpose((2, 1, 0))  # (1, C, A): channel rows over the pixels
     for g in prange(n_groups):
         # Rows padded by 16 values: with a power-of-two pitch the rows of a
-        # channels-last transpose would all map to the same few L1 sets.
-        buf = np.empty((1, width, tile + 16), dtype=params.dtype)
-        spare = np.empty((1, width, tile + 16), dtype=params.dtype)
+        # channels-last transpose would all map to the same few L1 sets. The
+        # pitch is a multiple of 16 values and the buffer starts on a cache
+        # line, so every row does (Numba's own arrays start 32 bytes off one).
+        pitch = (tile + 31) // 16 * 16
+        size, pad = width * pitch, 64 // params.itemsize
+        buf = aligned(np.empty(size + pad, dtype=params.dtype), size).reshape((1, width, pitch))
+        spare = aligned(np.empty(size + pad, dtype=params.dtype), size).reshape((1, width, pitch))
         bad = np.zeros(tile, dtype=np.bool_)
         for t in range(g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups):
             if channels_last:

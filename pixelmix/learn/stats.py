@@ -69,27 +69,29 @@ GRAM_BYTES = 32 * 2**20
 
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
-    global _select, _candidates, _prefetch_run, _fill, _gram_tile, _block_gram, _first_mean, prange, prefetch
+    global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _block_gram, _first_mean, prange, \
+        aligned, prefetch
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
-        from ..kernels.intrinsics import prefetch  # the same, for _prefetch_run_py
+        from ..kernels.intrinsics import aligned, prefetch  # the same, for _aligned_tile_py and _prefetch_run_py
 
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
         _candidates = njit(cache=True, nogil=True, inline="always")(_candidates_py)
         _prefetch_run = njit(cache=True, nogil=True, inline="always")(_prefetch_run_py)
         _fill = njit(cache=True, nogil=True)(_fill_py)
+        _aligned_tile = njit(cache=True, nogil=True)(_aligned_tile_py)
         # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
         _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
         _first_mean = njit(cache=True, nogil=True)(_first_mean_py)
         _block_gram = njit(cache=True, nogil=True, parallel=True)(_block_gram_py)
 
 
-_select = _candidates = _prefetch_run = _fill = _gram_tile = _block_gram = _first_mean = None
+_select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _block_gram = _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
-prefetch = None  # pixelmix.kernels.intrinsics.prefetch once the kernels are compiled
+aligned = prefetch = None  # from pixelmix.kernels.intrinsics once the kernels are compiled
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -286,6 +288,11 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
     return n_bad
 
 
+def _aligned_tile_py(rows, width):
+    """A rows x width float64 tile of zeros whose rows start on 64-byte boundaries (``width`` a multiple of 8)."""
+    return aligned(np.zeros(rows * width + 8), rows * width).reshape((rows, width))
+
+
 def _gram_tile_py(tile, n, gram):
     """``gram[a, b] += sum_j tile[a, j] tile[b, j]`` for the first ``n`` columns, blocks with a <= b.
 
@@ -388,7 +395,7 @@ def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
     n_runs = outer * per_row
     n_groups, rows = grams.shape[0], grams.shape[1]
     for g in prange(n_groups):
-        tile = np.zeros((rows, width))
+        tile = _aligned_tile(rows, width)
         cand = np.empty(width, dtype=np.int64)
         partner = np.empty(width, dtype=np.int64)
         bad = np.empty(width, dtype=np.bool_)
