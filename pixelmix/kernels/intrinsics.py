@@ -27,7 +27,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["trailing_zeros", "address", "prefetch", "aligned"]
+__all__ = ["trailing_zeros", "address", "prefetch", "aligned", "transpose8", "transpose8_diff"]
 
 
 @intrinsic
@@ -81,3 +81,99 @@ def aligned(buffer, n):
     """The ``n`` elements of 1-D ``buffer`` (at least ``n + 64 // itemsize`` long) from its first 64-byte boundary."""
     start = (-address(buffer) % 64) // buffer.itemsize
     return buffer[start:start + n]
+
+
+
+# The three rounds of an 8 x 8 transpose by shuffles (LLVM picks the instructions): rows
+# ``gap`` apart are interleaved by 1, then 2, then 4 lanes. Indices 8-15 are the second row's lanes.
+_ROUNDS = (
+    (1, [0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]),
+    (2, [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]),
+    (4, [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]),
+)
+
+
+def _transposed(builder, rows):
+    """The eight columns (as vectors) of eight 8-lane vectors."""
+    for gap, first, second in _ROUNDS:
+        out = [None] * 8
+        for base in range(0, 8, 2 * gap):
+            for k in range(base, base + gap):
+                a, b = rows[k], rows[k + gap]
+                out[k] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), first))
+                out[k + gap] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), second))
+        rows = out
+    return rows
+
+
+def _block_typer(paired: bool, name: str):
+    """The typing function of :func:`transpose8` (``paired``: of :func:`transpose8_diff`)."""
+
+    def typer(typingctx, x, cand, partner, j0, c0, shift, tile, col):
+        ok = (isinstance(x, types.Array) and x.layout == "C" and isinstance(x.dtype, (types.Float, types.Integer))
+              and not isinstance(x.dtype, types.Boolean)
+              and all(isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1 for a in (cand, partner))
+              and isinstance(shift, types.Array) and shift.dtype == types.float64 and shift.layout == "C"
+              and isinstance(tile, types.Array) and tile.dtype == types.float64 and tile.ndim == 2
+              and tile.layout == "C" and all(isinstance(a, types.Integer) for a in (j0, c0, col)))
+        if not ok:
+            return None
+
+        def codegen(context, builder, signature, args):
+            ax, acand, apartner, aj0, ac0, ashift, atile, acol = args
+            tx, tcand, tpartner, _, _, tshift, ttile, _ = signature.args
+            i64 = ir.IntType(64)
+            f64x8 = ir.VectorType(ir.DoubleType(), 8)
+            data = context.make_array(tx)(context, builder, ax).data
+            elem = context.get_data_type(tx.dtype)
+            size = context.get_abi_sizeof(elem)
+            c0 = context.cast(builder, ac0, signature.args[4], types.int64)
+            j0 = context.cast(builder, aj0, signature.args[3], types.int64)
+
+            def widened(v):
+                if isinstance(tx.dtype, types.Float):
+                    return v if tx.dtype.bitwidth == 64 else builder.fpext(v, f64x8)
+                return builder.sitofp(v, f64x8) if tx.dtype.signed else builder.uitofp(v, f64x8)
+
+            # Pixel p's channel c is element p * C + c of x (C = x.shape[1], channels last: x is (A, C, 1)).
+            n_channels = builder.extract_value(context.make_array(tx)(context, builder, ax).shape, 1)
+            shift_vec = builder.load(builder.bitcast(builder.gep(context.make_array(tshift)(context, builder, ashift).data, [c0]),
+                                                     f64x8.as_pointer()), align=8)
+
+            def loaded(pixels_arg, i):
+                pixels = context.make_array(tcand)(context, builder, pixels_arg)
+                p = builder.load(builder.gep(pixels.data, [builder.add(j0, ir.Constant(i64, i))]))
+                address = builder.gep(data, [builder.add(builder.mul(p, n_channels), c0)])
+                vector = builder.load(builder.bitcast(address, ir.VectorType(elem, 8).as_pointer()), align=size)
+                return widened(vector)
+
+            rows = []
+            for i in range(8):
+                v = loaded(acand, i)
+                if paired:
+                    v = builder.fsub(v, loaded(apartner, i))
+                rows.append(builder.fsub(v, shift_vec))
+            tile_struct = context.make_array(ttile)(context, builder, atile)
+            width = builder.extract_value(tile_struct.shape, 1)
+            col = context.cast(builder, acol, signature.args[7], types.int64)
+            for k, column in enumerate(_transposed(builder, rows)):
+                index = builder.add(builder.mul(builder.add(c0, ir.Constant(i64, k)), width), col)
+                builder.store(column, builder.bitcast(builder.gep(tile_struct.data, [index]), f64x8.as_pointer()),
+                              align=8)
+            return context.get_dummy_value()
+
+        return types.void(x, cand, partner, j0, c0, shift, tile, col), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return typer
+
+
+transpose8 = intrinsic(_block_typer(False, "transpose8"))
+transpose8.__doc__ = """Eight pixels by eight channels of a channels-last block into a channel-by-pixel tile, in float64.
+
+``tile[c0 + k, col + i] = float64(x[cand[j0 + i], c0 + k]) - shift[c0 + k]``
+for i, k < 8 (``x`` (A, C, 1), C-contiguous): eight vector loads, a shuffle
+transpose, eight vector stores. ``partner`` is not read.
+"""
+transpose8_diff = intrinsic(_block_typer(True, "transpose8_diff"))
+transpose8_diff.__doc__ = """:func:`transpose8` of the differences ``x[cand[j0 + i]] - x[partner[j0 + i]]`` (each in float64)."""

@@ -70,12 +70,13 @@ GRAM_BYTES = 32 * 2**20
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
     global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _block_gram, _first_mean, prange, \
-        aligned, prefetch
+        aligned, prefetch, transpose8, transpose8_diff
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
-        from ..kernels.intrinsics import aligned, prefetch  # the same, for _aligned_tile_py and _prefetch_run_py
+        # The same, for _aligned_tile_py, _prefetch_run_py and _fill_py.
+        from ..kernels.intrinsics import aligned, prefetch, transpose8, transpose8_diff
 
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
@@ -91,7 +92,7 @@ def _kernels() -> None:
 
 _select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _block_gram = _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
-aligned = prefetch = None  # from pixelmix.kernels.intrinsics once the kernels are compiled
+aligned = prefetch = transpose8 = transpose8_diff = None  # from pixelmix.kernels.intrinsics once compiled
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -197,12 +198,19 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
     # non-negative is wrapped around on every store (measured 13% slower).
     if channels_last:
         x2 = x3.reshape((A, C))
-        # Eight pixels at a time, channel by channel: each channel's eight
-        # values are one contiguous store into the tile.
+        # Eight pixels at a time: eight channels at a time by a vector
+        # transpose (eight loads and eight stores), the rest channel by
+        # channel (each channel's eight values are one contiguous store).
         j0 = 0
         while j0 < n:
             m = min(8, n - j0)
-            for c in range(C):
+            blocked = C - C % 8 if m == 8 else 0
+            for c0 in range(0, blocked, 8):
+                if pair > 0:
+                    transpose8_diff(x3, cand, partner, j0, c0, shift, tile, at + j0)
+                else:
+                    transpose8(x3, cand, partner, j0, c0, shift, tile, at + j0)
+            for c in range(blocked, C):
                 s = shift[c]
                 row = tile[c, at:]
                 for jj in range(m):

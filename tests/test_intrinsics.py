@@ -1,0 +1,69 @@
+"""The LLVM intrinsics of pixelmix.kernels.intrinsics, against NumPy."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from pixelmix.kernels.intrinsics import address, aligned, prefetch, trailing_zeros, transpose8, transpose8_diff
+
+
+@njit(cache=True)
+def _blocks(x3, cand, partner, pair, shift, tile, col):
+    for j0 in range(0, cand.size - 7, 8):
+        for c0 in range(0, x3.shape[1] - 7, 8):
+            if pair:
+                transpose8_diff(x3, cand, partner, j0, c0, shift, tile, col + j0)
+            else:
+                transpose8(x3, cand, partner, j0, c0, shift, tile, col + j0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int16, np.uint8, np.int32])
+@pytest.mark.parametrize("pair", [False, True])
+def test_transpose8_is_the_channel_by_pixel_copy(rng, dtype, pair):
+    # 16 scattered pixels of a (A, 24, 1) channels-last block, into tile columns 3.. (not on a vector boundary).
+    x3 = (rng.random((50, 24, 1)) * 200 - (50 if np.dtype(dtype).kind != "u" else 0)).astype(dtype)
+    cand = np.sort(rng.choice(49, 16, replace=False)).astype(np.int64)
+    partner = cand + 1
+    shift = rng.random(24) * 10
+    tile = np.full((25, 40), -7.0)
+    _blocks(x3, cand, partner, pair, shift, tile, 3)
+    values = x3[cand, :, 0].astype(np.float64)
+    if pair:
+        values = values - x3[partner, :, 0].astype(np.float64)
+    expected = np.full_like(tile, -7.0)
+    expected[:24, 3:19] = (values - shift).T
+    assert np.array_equal(tile, expected)
+
+
+@njit(cache=True)
+def _aligned_start(n, dtype_probe):
+    return address(aligned(np.empty(n + 64 // dtype_probe.itemsize, dtype=dtype_probe.dtype), n))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_aligned_starts_on_a_cache_line(dtype):
+    for n in (1, 100, 4096):
+        assert _aligned_start(n, np.zeros(1, dtype)) % 64 == 0
+
+
+@njit(cache=True)
+def _prefetch_all(x):
+    for i in range(0, x.size, 8):
+        prefetch(x, i)
+    return address(x)
+
+
+def test_prefetch_and_address_change_nothing():
+    x = np.arange(100.0).reshape(10, 10)
+    assert _prefetch_all(x) == x.ctypes.data
+    assert np.array_equal(x, np.arange(100.0).reshape(10, 10))
+
+
+@njit(cache=True)
+def _lowest_bit(word):
+    return trailing_zeros(word)
+
+
+def test_trailing_zeros():
+    for bit in (0, 1, 7, 40, 63):
+        assert _lowest_bit(np.uint64(1 << bit) | np.uint64(1 << 63)) == bit
