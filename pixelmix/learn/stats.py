@@ -23,7 +23,8 @@ Functions
 How it stays accurate, and fast
 -------------------------------
 Within a block, a Numba kernel (:func:`_fill_py`) writes the selected pixels
-of a tile of GRAM_WIDTH pixels as float64 columns, minus a *shift*: the mean
+of a tile of GRAM_WIDTH pixels as float64 columns (channels last, eight
+pixels by eight channels at a time through a vector transpose), minus a *shift*: the mean
 of the block's first tile. Because the shift is close to the mean, no large
 numbers cancel: uint16 data around 60000 with a variance of 0.01 keeps its
 covariance to ~12 digits, where the textbook ``E[xx'] - E[x]E[x]'`` loses it
