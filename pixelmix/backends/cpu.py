@@ -47,7 +47,9 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
     args = kernel_args(request, lut, lut_offset, start)
     channels_last = x3.shape[2] == 1
     route = (start, channels_last, x3.dtype, out3.dtype, args["use_nodata"], args["check_nan"])
-    kind, limit = request.program.derived(("cpu kernel", *route), lambda: _choose(args, *route))
+    kind, limit = request.program.derived(
+        ("cpu kernel", *route), lambda: _choose(args, channels_last, x3.dtype, out3.dtype)
+    )
     if kind == "rounded":
         # Integer output of RGB-like 8/16-bit data: float32 sums, exact float64 ones where they could differ.
         launch(
@@ -73,13 +75,16 @@ def _groups() -> int:
     return 4 * numba.config.NUMBA_NUM_THREADS
 
 
-def _choose(args, start, channels_last, in_dtype, out_dtype, use_nodata, check_nan) -> tuple[str, float | None]:
-    """Which kernel runs a program on such a piece: ``("rounded", limit)``, ``("pixels", None)`` or ``("program", None)``."""
-    is_int = out_dtype.kind in "iu"
-    if not cpu_pixels.takes(args["table"], start, channels_last, is_int, use_nodata, check_nan):
+def _choose(args, channels_last, in_dtype, out_dtype) -> tuple[str, float | None]:
+    """The kernel for such a piece: ``("rounded", limit)``, ``("pixels", None)`` or ``("program", None)``.
+
+    It depends only on the key it is kept under (the program, the route of the piece).
+    """
+    table, start = args["table"], args["start"]
+    if not cpu_pixels.takes(table, start, channels_last, args["is_int"], args["use_nodata"], args["check_nan"]):
         return "program", None
-    if is_int:
-        limit = cpu_pixels.rounding_limit(args["table"], args["params"], start, start > 0, in_dtype, out_dtype)
+    if args["is_int"]:
+        limit = cpu_pixels.rounding_limit(table, args["params"], start, args["use_lut"], in_dtype, out_dtype)
         if limit is not None:
             return "rounded", limit
     return "pixels", None

@@ -128,45 +128,42 @@ def _block_typer(paired: bool, name: str):
 
         def codegen(context, builder, signature, args):
             ax, acand, apartner, aj0, ac0, ashift, atile, acol = args
-            tx, tcand, tpartner, _, _, tshift, ttile, _ = signature.args
+            tx, tcand, tpartner, tj0, tc0, tshift, ttile, tcol = signature.args
             i64 = ir.IntType(64)
             f64x8 = ir.VectorType(ir.DoubleType(), 8)
-            data = context.make_array(tx)(context, builder, ax).data
+            xs = context.make_array(tx)(context, builder, ax)
             elem = context.get_data_type(tx.dtype)
             size = context.get_abi_sizeof(elem)
-            c0 = context.cast(builder, ac0, signature.args[4], types.int64)
-            j0 = context.cast(builder, aj0, signature.args[3], types.int64)
+            j0 = context.cast(builder, aj0, tj0, types.int64)
+            c0 = context.cast(builder, ac0, tc0, types.int64)
+            col = context.cast(builder, acol, tcol, types.int64)
+            # Pixel p's channel c is element p * C + c of x (channels last: x is (A, C, 1)).
+            n_channels = builder.extract_value(xs.shape, 1)
+            shift_data = context.make_array(tshift)(context, builder, ashift).data
+            shift_vec = builder.load(builder.bitcast(builder.gep(shift_data, [c0]), f64x8.as_pointer()), align=8)
 
-            def widened(v):
+            def loaded(pixels, i):
+                """Pixel ``pixels[j0 + i]``'s eight channels from ``c0``, as float64."""
+                p = builder.load(builder.gep(pixels, [builder.add(j0, ir.Constant(i64, i))]))
+                address = builder.gep(xs.data, [builder.add(builder.mul(p, n_channels), c0)])
+                v = builder.load(builder.bitcast(address, ir.VectorType(elem, 8).as_pointer()), align=size)
                 if isinstance(tx.dtype, types.Float):
                     return v if tx.dtype.bitwidth == 64 else builder.fpext(v, f64x8)
                 return builder.sitofp(v, f64x8) if tx.dtype.signed else builder.uitofp(v, f64x8)
 
-            # Pixel p's channel c is element p * C + c of x (C = x.shape[1], channels last: x is (A, C, 1)).
-            n_channels = builder.extract_value(context.make_array(tx)(context, builder, ax).shape, 1)
-            shift_data = context.make_array(tshift)(context, builder, ashift).data
-            shift_vec = builder.load(builder.bitcast(builder.gep(shift_data, [c0]), f64x8.as_pointer()), align=8)
-
-            def loaded(pixels_arg, i):
-                pixels = context.make_array(tcand)(context, builder, pixels_arg)
-                p = builder.load(builder.gep(pixels.data, [builder.add(j0, ir.Constant(i64, i))]))
-                address = builder.gep(data, [builder.add(builder.mul(p, n_channels), c0)])
-                vector = builder.load(builder.bitcast(address, ir.VectorType(elem, 8).as_pointer()), align=size)
-                return widened(vector)
-
+            firsts = context.make_array(tcand)(context, builder, acand).data
+            seconds = context.make_array(tpartner)(context, builder, apartner).data
             rows = []
             for i in range(8):
-                v = loaded(acand, i)
+                v = loaded(firsts, i)
                 if paired:
-                    v = builder.fsub(v, loaded(apartner, i))
+                    v = builder.fsub(v, loaded(seconds, i))
                 rows.append(builder.fsub(v, shift_vec))
-            tile_struct = context.make_array(ttile)(context, builder, atile)
-            width = builder.extract_value(tile_struct.shape, 1)
-            col = context.cast(builder, acol, signature.args[7], types.int64)
+            out = context.make_array(ttile)(context, builder, atile)
+            width = builder.extract_value(out.shape, 1)
             for k, column in enumerate(_transposed(builder, rows)):
                 index = builder.add(builder.mul(builder.add(c0, ir.Constant(i64, k)), width), col)
-                builder.store(column, builder.bitcast(builder.gep(tile_struct.data, [index]), f64x8.as_pointer()),
-                              align=8)
+                builder.store(column, builder.bitcast(builder.gep(out.data, [index]), f64x8.as_pointer()), align=8)
             return context.get_dummy_value()
 
         return types.void(x, cand, partner, j0, c0, shift, tile, col), codegen
