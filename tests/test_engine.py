@@ -406,6 +406,32 @@ def test_float32_rounding_pass_equals_the_float64_result_bit_for_bit(rng, monkey
         np.testing.assert_array_equal(m(x, dtype=out_dtype, tile_size=tile), got)
 
 
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_float32_rounding_pass_is_exact_at_every_image_size(rng, monkeypatch, n_out):
+    """Sixteen pixels at a time (64-byte loads for 8-bit input), the last few in float64.
+
+    Every size from 1 to 70 pixels puts the image's end at each offset of the
+    16-pixel groups; each image is the head of a larger buffer, and nothing
+    past its end may be written.
+    """
+    from pixelmix.kernels import cpu_pixels
+
+    calls = []
+    run_rounded = cpu_pixels.run_rounded
+    monkeypatch.setattr(cpu_pixels, "run_rounded", lambda *a, **kw: calls.append(1) or run_rounded(*a, **kw))
+    m = pm.Mixer(ROUNDING_CASES[1][0][:n_out], ROUNDING_CASES[1][1][:n_out])
+    for n in range(1, 71):
+        buffer = np.full(3 * n + 64, 7, dtype=np.uint8)
+        x = buffer[: 3 * n].reshape(n, 3)
+        x[:] = rng.integers(0, 256, (n, 3))
+        out = np.full(n * n_out + 64, 9, dtype=np.uint8)
+        got = m(x, dtype=np.uint8, out=out[: n * n_out].reshape(n, n_out))
+        expected = np.clip(np.rint(m(x, dtype=np.float64)), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{n} pixels")
+        assert (out[n * n_out :] == 9).all() and (buffer[3 * n :] == 7).all()
+    assert len(calls) == 70
+
+
 @pytest.mark.parametrize("in_dtype", [np.uint16, np.int16])
 @pytest.mark.parametrize("n_out", [1, 3])
 def test_float32_rounding_pass_reads_16_bit_input(rng, monkeypatch, in_dtype, n_out):

@@ -26,6 +26,7 @@ from numba import njit, prange
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
 from .intrinsics import trailing_zeros
+from .rgb_lanes import LANES, WIDE_READ, mix16
 
 # The channel counts this kernel takes: (inputs, outputs).
 N_IN = 3
@@ -156,20 +157,17 @@ def run_pixels(x, out, table, params, start, tile, lut, lut_offset, use_lut, is_
 # the rounding test costs less than the float64 arithmetic it saves. The
 # other pixels (one to a few per thousand: with decimal weights such as 0.299,
 # exact ties are common) are flagged and recomputed with the float64 sums of
-# the general path. The output is the float64 path's, bit for bit.
+# the general path. The output is the float64 path's, bit for bit. The
+# float32 pass runs on 16 pixels at a time as LLVM vectors
+# (:mod:`pixelmix.kernels.rgb_lanes`).
 
-# Pixels per block of the three-output pass: its flags, planes and codes stay in L1. A multiple of
-# 64: the flags are scanned 64 at a time.
-ROUND_BLOCK = 1024
+# Calls of mix16 per block: the block's masks are kept, its doubtful pixels redone after it.
+BLOCK_CALLS = 64
 # Integer dtypes the float32 pass reads and writes exactly (every value, and
 # every rounded result within range, is a float32 integer).
 ROUND_IN = ("uint8", "uint16", "int16")
 ROUND_OUT = ("uint8", "uint16", "int16")
 _ROUND_IN, _ROUND_OUT = frozenset(map(np.dtype, ROUND_IN)), frozenset(map(np.dtype, ROUND_OUT))
-# Multiplying eight bool bytes (one uint64, read little-endian as on every
-# target Numba compiles for) by this gathers them into its top byte, bit i from
-# byte i: each byte's partial products stay below 256, so nothing carries.
-_PACK = np.uint64(0x0102040810204080)
 # The pass is taken only when the bound flags few pixels (at most ~2E of them).
 ROUND_MAX_BOUND = 2.0**-9
 
@@ -211,83 +209,12 @@ def rounding_limit(table: np.ndarray, params: np.ndarray, start: int, use_lut: b
     return float(limit)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _gray32(xs, os, flags, n, w0, w1, w2, b, lim, lo, hi):
-    """One output: the float32 sums read straight from the interleaved pixels."""
-    bad = False
-    for j in range(n):
-        acc = b + w0 * np.float32(xs[3 * j])
-        acc = acc + w1 * np.float32(xs[3 * j + 1])
-        acc = acc + w2 * np.float32(xs[3 * j + 2])
-        r = np.rint(acc)
-        flag = abs(acc - r) >= lim
-        flags[j] = flag
-        bad |= flag
-        os[j] = min(max(r, lo), hi)
-    return bad
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _three32(xs, os, flags, planes, codes, n, w, b, lim, lo, hi):
-    """Three outputs: channels split into planes, mixed, the codes interleaved back.
-
-    Splitting first keeps the mixing loop free of shuffles; mixing straight
-    from the interleaved pixels into interleaved outputs runs out of vector
-    registers and spills. The planes keep the input's dtype (converting
-    while splitting, into float32 planes, measured 7% slower: four times the
-    bytes stored).
-    """
-    x0, x1, x2 = planes[0], planes[1], planes[2]
-    for j in range(n):
-        x0[j] = xs[3 * j]
-        x1[j] = xs[3 * j + 1]
-        x2[j] = xs[3 * j + 2]
-    w00, w01, w02, w10, w11, w12, w20, w21, w22 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
-    b0, b1, b2 = b[0], b[1], b[2]
-    c0, c1, c2 = codes[0], codes[1], codes[2]
-    bad = False
-    for j in range(n):
-        v0, v1, v2 = np.float32(x0[j]), np.float32(x1[j]), np.float32(x2[j])
-        a0 = b0 + w00 * v0
-        a0 = a0 + w01 * v1
-        a0 = a0 + w02 * v2
-        a1 = b1 + w10 * v0
-        a1 = a1 + w11 * v1
-        a1 = a1 + w12 * v2
-        a2 = b2 + w20 * v0
-        a2 = a2 + w21 * v1
-        a2 = a2 + w22 * v2
-        r0, r1, r2 = np.rint(a0), np.rint(a1), np.rint(a2)
-        flag = (abs(a0 - r0) >= lim) | (abs(a1 - r1) >= lim) | (abs(a2 - r2) >= lim)
-        flags[j] = flag
-        bad |= flag
-        c0[j] = min(max(r0, lo), hi)
-        c1[j] = min(max(r1, lo), hi)
-        c2[j] = min(max(r2, lo), hi)
-    for j in range(n):
-        os[3 * j] = c0[j]
-        os[3 * j + 1] = c1[j]
-        os[3 * j + 2] = c2[j]
-    return bad
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _recompute(xs, os, words, w0, p, m, K, offset, params, lo, hi, fill):
-    """Pixels ``p + j`` flagged in the 64 flags of ``words[w0 : w0 + 8]`` (``j < m``), with float64 sums.
-
-    Rather than testing the flags one by one (at about one flagged pixel in
-    a thousand, finding them byte by byte took 15% of the whole pass: a
-    mispredicted branch at each level), the 64 flags are packed into a bit
-    mask whose set bits are visited. Flags at ``j >= m`` are stale (the
-    words are read whole): the visit stops at the first.
-    """
-    mask = np.uint64(0)
-    for i in range(8):
-        mask |= ((words[w0 + i] * _PACK) >> np.uint64(56)) << np.uint64(8 * i)
+# "contract" as in _mix: the float64 sums must fuse exactly as the general kernel's do.
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _exact(xs, os, mask, p, K, offset, params, lo, hi, fill):
+    """Pixels ``p + j`` for the set bits ``j`` of ``mask``, with the float64 sums of the general path."""
     while mask != 0:
         j = trailing_zeros(mask)
-        if j >= m:
-            break  # the bits come in increasing order: the rest are stale too
         mask &= mask - np.uint64(1)
         q = p + j
         for k in range(K):  # the sums of _affine_pixels, term for term
@@ -297,59 +224,34 @@ def _recompute(xs, os, words, w0, p, m, K, offset, params, lo, hi, fill):
             os[q * K + k] = to_out(acc, True, lo, hi, fill)
 
 
-# "contract" in both passes: the float64 one must fuse exactly as the general
-# kernel does (the bound holds either way for the float32 one). Gray and three
-# outputs are functions of their own: as two branches of one function, gray's
-# loop ran 8% slower.
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _gray_span(x, out, p0, p1, offset, params, w32, lim, lo, hi, fill):
-    """Gray output of pixels ``p0`` to ``p1``, in groups of 64.
+@njit(cache=True, nogil=True)
+def _span(x, out, p0, p1, w, offset, params, lim, lo, hi, fill):
+    """Pixels ``p0`` to ``p1``: :func:`mix16` on 16 at a time, the doubtful ones and the last few in float64.
 
-    Each group's flags are tested as soon as it is done (the group's loop
-    unrolls into a few vectors; blocks of 1024 and then a scan of their
-    flags measured 5% slower).
+    The masks of a block of calls are kept and its doubtful pixels redone
+    after the block: with a call in the loop, LLVM would keep the weights'
+    vectors in memory rather than in registers.
     """
     xs = x.reshape(x.size)
     os = out.reshape(out.size)
-    w0, w1, w2, b = w32[offset], w32[offset + 1], w32[offset + 2], w32[offset + 3]
-    lim32, lo32, hi32 = np.float32(lim), np.float32(lo), np.float32(hi)
-    flags = np.zeros(64, dtype=np.bool_)
-    words = flags.view(np.uint64)
-    end = p0 + (p1 - p0) // 64 * 64
-    for p in range(p0, end, 64):
-        if _gray32(xs[3 * p : 3 * p + 192], os[p : p + 64], flags, 64, w0, w1, w2, b, lim32, lo32, hi32):
-            _recompute(xs, os, words, 0, p, 64, 1, offset, params, lo, hi, fill)
-    m = p1 - end
-    if m > 0 and _gray32(xs[3 * end : 3 * p1], os[end:p1], flags, m, w0, w1, w2, b, lim32, lo32, hi32):
-        _recompute(xs, os, words, 0, end, m, 1, offset, params, lo, hi, fill)
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _three_span(x, out, p0, p1, offset, params, w32, lim, lo, hi, fill):
-    """Three outputs of pixels ``p0`` to ``p1``, in blocks of ``ROUND_BLOCK`` (split, mix, interleave).
-
-    Groups of 64 measured 20% slower here: the split and the interleave
-    want long loops.
-    """
-    xs = x.reshape(x.size)
-    os = out.reshape(out.size)
-    w = w32[offset : offset + 9]
-    b = w32[offset + 9 : offset + 12]
-    lim32, lo32, hi32 = np.float32(lim), np.float32(lo), np.float32(hi)
-    flags = np.zeros(ROUND_BLOCK, dtype=np.bool_)
-    words = flags.view(np.uint64)
-    planes = np.empty((3, ROUND_BLOCK), dtype=x.dtype)
-    codes = np.empty((3, ROUND_BLOCK), dtype=out.dtype)
-    for p in range(p0, p1, ROUND_BLOCK):
-        m = min(ROUND_BLOCK, p1 - p)
-        if not _three32(xs[3 * p : 3 * (p + m)], os[3 * p : 3 * (p + m)], flags, planes, codes, m, w, b,
-                        lim32, lo32, hi32):
-            continue
-        for i0 in range(0, (m + 63) // 64 * 8, 8):
-            seen = words[i0] | words[i0 + 1] | words[i0 + 2] | words[i0 + 3]
-            seen |= words[i0 + 4] | words[i0 + 5] | words[i0 + 6] | words[i0 + 7]
-            if seen != 0:
-                _recompute(xs, os, words, i0, p + 8 * i0, m - 8 * i0, 3, offset, params, lo, hi, fill)
+    K = len(w) // 4
+    lim32 = np.float32(lim)
+    reach = WIDE_READ if x.itemsize == 1 else 3 * LANES  # values a call reads from 3 * p
+    last = min(p1 - LANES, (xs.size - reach) // 3)  # the last pixel a call may start at
+    end = p0 if last < p0 else p0 + ((last - p0) // LANES + 1) * LANES
+    masks = np.empty(BLOCK_CALLS, dtype=np.uint64)
+    for b in range(p0, end, LANES * BLOCK_CALLS):
+        n = min(BLOCK_CALLS, (end - b) // LANES)
+        seen = np.uint64(0)
+        for i in range(n):
+            masks[i] = mix16(xs, b + LANES * i, os, w, lim32)
+            seen |= masks[i]
+        if seen != 0:
+            for i in range(n):
+                if masks[i] != 0:
+                    _exact(xs, os, masks[i], b + LANES * i, K, offset, params, lo, hi, fill)
+    for q in range(end, p1):
+        _exact(xs, os, np.uint64(1), q, K, offset, params, lo, hi, fill)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -362,13 +264,15 @@ def run_rounded(x, out, table, params, params32, tile, lim, lo, hi, fill, groups
     """
     A = x.shape[0]
     K, offset = table[0, 2], table[0, 3]
+    w = params32[offset : offset + 4 * K]
     n_tiles = (A + tile - 1) // tile
-    # A few contiguous groups of tiles per thread: the scratch is allocated once per group.
+    # A few contiguous groups of tiles per thread: the masks are allocated once per group.
     n_groups = min(n_tiles, groups)
     for g in prange(n_groups):
         p0 = g * n_tiles // n_groups * tile
         p1 = min((g + 1) * n_tiles // n_groups * tile, A)
         if K == 1:
-            _gray_span(x, out, p0, p1, offset, params, params32, lim, lo, hi, fill)
+            _span(x, out, p0, p1, (w[0], w[1], w[2], w[3]), offset, params, lim, lo, hi, fill)
         else:
-            _three_span(x, out, p0, p1, offset, params, params32, lim, lo, hi, fill)
+            _span(x, out, p0, p1, (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11]),
+                  offset, params, lim, lo, hi, fill)
