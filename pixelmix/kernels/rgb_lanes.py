@@ -27,6 +27,10 @@ The arithmetic is that of the float32 pass documented in
 for c = 0, 1, 2 (fused where the CPU fuses), ``rint``, the test
 ``|a - rint(a)| >= lim``, and saturation to the output dtype's range.
 
+The byte shuffles take a value to be the low byte of its 32-bit lane, and
+the mask's bit j is pixel j: both assume a little-endian target, as every
+target Numba compiles for is.
+
 (Numba's cache checks only the calling kernel's own file: after editing
 this one, clear the ``__pycache__`` ``.nbi``/``.nbc`` files.)
 """
