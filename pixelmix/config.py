@@ -23,6 +23,12 @@ CHUNK_BYTES = 32 * 2**20
 TILE_VALUES = 2**19
 # A per-channel lookup table replaces leading per-channel steps when it is this small.
 LUT_MAX_VALUES = 2**20
+# A call that reads and writes fewer bytes than this runs on the calling thread
+# alone: waking Numba's sleeping threads and joining them costs 50-100 us on a
+# VM, more than such a call gains from a second core (AMD Zen 4, 2 cores: a
+# 512 x 512 RGB to gray call took 86 us on one thread, 142 us on two; from about
+# 4 MB on, two threads win).
+SERIAL_BYTES = 2 * 2**20
 
 # OpenMP wait policy of Numba's parallel kernels: PASSIVE threads sleep when a
 # call ends instead of spinning for milliseconds on the cores the next library

@@ -66,6 +66,24 @@ def test_bitwise_identical_for_every_tile_size_and_thread_count(rng, shape, axis
         numba.set_num_threads(before)
 
 
+def test_small_calls_run_on_the_calling_thread_alone(rng, monkeypatch):
+    """Below config.SERIAL_BYTES a call runs on one thread (the count restored after), with the same result."""
+    from pixelmix import config
+
+    calls = []
+    real = numba.set_num_threads
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n) or real(n))
+    m = pm.Mixer(rng.standard_normal((2, 3)))
+    x = random_image(rng, (64, 64, 3), np.float32)
+    before = numba.get_num_threads()
+    small = m(x)
+    assert calls == [1, before] and numba.get_num_threads() == before
+    calls.clear()
+    monkeypatch.setattr(config, "SERIAL_BYTES", 0)
+    np.testing.assert_array_equal(m(x), small)
+    assert calls == []
+
+
 def test_non_contiguous_and_readonly_inputs_are_read_in_place(rng):
     base = random_image(rng, (40, 60, 5), np.uint16)
     m = pm.Mixer(rng.standard_normal((2, 3)))

@@ -15,6 +15,7 @@ import threading
 import numba
 import numpy as np
 
+from .. import config
 from ..kernels import cpu_pixels
 from ..kernels.cpu import OUT_DTYPES, run_program
 from ..lowering import kernel_args, lookup_table
@@ -46,6 +47,7 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         x3.flags.writeable = False
     args = kernel_args(request, lut, lut_offset, start)
     channels_last = x3.shape[2] == 1
+    serial = x3.nbytes + out3.nbytes < config.SERIAL_BYTES
     route = (start, channels_last, x3.dtype, out3.dtype, args["use_nodata"], args["check_nan"])
     kind, limit = request.program.derived(
         ("cpu kernel", *route), lambda: _choose(args, channels_last, x3.dtype, out3.dtype)
@@ -54,15 +56,15 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         # Integer output of RGB-like 8/16-bit data: float32 sums, exact float64 ones where they could differ.
         launch(
             cpu_pixels.run_rounded, x3, out3, args["table"], args["params"], request.program.params_as(np.float32),
-            args["tile"], limit, args["lo"], args["hi"], args["fill"], _groups(),
+            args["tile"], limit, args["lo"], args["hi"], args["fill"], _groups(), serial=serial,
         )
     elif kind == "pixels":
         # RGB-like programs on channels-last data: a kernel without scratch.
         keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
-        launch(cpu_pixels.run_pixels, x3, out3, *(args[name] for name in keep))
+        launch(cpu_pixels.run_pixels, x3, out3, *(args[name] for name in keep), serial=serial)
     else:
         # A few groups of tiles per thread: scratch is allocated once per group.
-        launch(run_program, x3, *raw_output(out3), **args, groups=_groups())
+        launch(run_program, x3, *raw_output(out3), **args, groups=_groups(), serial=serial)
 
 
 def _groups() -> int:
@@ -101,8 +103,8 @@ def raw_output(out3: np.ndarray) -> tuple[np.ndarray, int]:
     return out3.reshape(-1).view(np.uint8), OUT_DTYPES.index(out3.dtype.name)
 
 
-def launch(kernel, *args, **kwargs):
-    """Call a parallel Numba kernel; return what it returns.
+def launch(kernel, *args, serial: bool = False, **kwargs):
+    """Call a parallel Numba kernel (on this thread alone if ``serial``); return what it returns.
 
     Numba's workqueue layer aborts when two threads launch parallel regions
     at once (tbb and omp are thread-safe): launches are serialised on it, and
@@ -114,12 +116,23 @@ def launch(kernel, *args, **kwargs):
     that run take over the groups of those that wait. Every result is still
     per pixel (or per fixed group), so it does not depend on which thread
     took which group.
+
+    ``serial`` runs the parallel loops on the calling thread only (Numba's
+    thread count is per calling thread, and is restored after): for small
+    calls, waking the pool costs more than it saves (``config.SERIAL_BYTES``).
     """
-    with numba.parallel_chunksize(1):
-        if threading_layer() in (None, "workqueue"):
-            with _launch_lock:
-                return kernel(*args, **kwargs)
-        return kernel(*args, **kwargs)
+    threads = numba.get_num_threads() if serial else 0
+    if serial:
+        numba.set_num_threads(1)
+    try:
+        with numba.parallel_chunksize(1):
+            if threading_layer() in (None, "workqueue"):
+                with _launch_lock:
+                    return kernel(*args, **kwargs)
+            return kernel(*args, **kwargs)
+    finally:
+        if serial:
+            numba.set_num_threads(threads)
 
 
 def run_cpu(request: Request) -> None:
