@@ -121,18 +121,23 @@ def launch(kernel, *args, serial: bool = False, **kwargs):
     thread count is per calling thread, and is restored after): for small
     calls, waking the pool costs more than it saves (``config.SERIAL_BYTES``).
     """
-    threads = numba.get_num_threads() if serial else 0
     if serial:
+        # (no chunk size to set for one thread: each of Numba's setters takes a lock)
+        threads = numba.get_num_threads()
         numba.set_num_threads(1)
-    try:
-        with numba.parallel_chunksize(1):
-            if threading_layer() in (None, "workqueue"):
-                with _launch_lock:
-                    return kernel(*args, **kwargs)
-            return kernel(*args, **kwargs)
-    finally:
-        if serial:
+        try:
+            return _call(kernel, args, kwargs)
+        finally:
             numba.set_num_threads(threads)
+    with numba.parallel_chunksize(1):
+        return _call(kernel, args, kwargs)
+
+
+def _call(kernel, args, kwargs):
+    if threading_layer() in (None, "workqueue"):
+        with _launch_lock:
+            return kernel(*args, **kwargs)
+    return kernel(*args, **kwargs)
 
 
 def run_cpu(request: Request) -> None:
