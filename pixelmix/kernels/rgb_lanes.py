@@ -51,6 +51,11 @@ WIDE_READ = 64
 _INTEGERS = (types.uint8, types.uint16, types.int16)
 
 
+def _at(builder, data, index, vtype: ir.VectorType):
+    """A pointer to a vector of ``vtype`` from element ``index`` of ``data``."""
+    return builder.bitcast(builder.gep(data, [index]), vtype.as_pointer())
+
+
 def _vector_fn(builder, name: str, vtype: ir.VectorType, n_args: int):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * n_args), name)
 
@@ -62,7 +67,7 @@ def _channels(context, builder, src, base, dtype):
     if dtype.bitwidth == 8:
         # One byte permute per channel, with zeros from the second operand into
         # bytes 1-3 of each 32-bit lane: the channel, deinterleaved and widened.
-        v = builder.load(builder.bitcast(builder.gep(src, [base]), ir.VectorType(elem, WIDE_READ).as_pointer()), align=1)
+        v = builder.load(_at(builder, src, base, ir.VectorType(elem, WIDE_READ)), align=1)
         zero = ir.Constant(ir.VectorType(elem, WIDE_READ), None)
         out = []
         for c in range(3):
@@ -72,8 +77,7 @@ def _channels(context, builder, src, base, dtype):
             wide = builder.shuffle_vector(v, zero, ir.Constant(ir.VectorType(i32, 4 * LANES), lanes))
             out.append(builder.sitofp(builder.bitcast(wide, ir.VectorType(i32, LANES)), f32x16))
         return out
-    v = builder.load(builder.bitcast(builder.gep(src, [base]), ir.VectorType(elem, 3 * LANES).as_pointer()),
-                     align=dtype.bitwidth // 8)
+    v = builder.load(_at(builder, src, base, ir.VectorType(elem, 3 * LANES)), align=dtype.bitwidth // 8)
     undef = ir.Constant(ir.VectorType(elem, 3 * LANES), ir.Undefined)
     convert = builder.sitofp if dtype.signed else builder.uitofp
     return [convert(builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, LANES), list(range(c, 3 * LANES, 3)))),
@@ -81,7 +85,7 @@ def _channels(context, builder, src, base, dtype):
 
 
 def _store(builder, dst, at, vector, dtype):
-    builder.store(vector, builder.bitcast(builder.gep(dst, [at]), vector.type.as_pointer()), align=dtype.bitwidth // 8)
+    builder.store(vector, _at(builder, dst, at, vector.type), align=dtype.bitwidth // 8)
 
 
 def _store_interleaved(context, builder, dst, base, outs, dtype):
