@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import njit, typeof, types
+from numba.core.errors import TypingError
 
-from pixelmix.kernels.intrinsics import address, aligned, prefetch, trailing_zeros, transpose8, transpose8_diff
+from pixelmix.kernels.intrinsics import (
+    address, aligned, call_compiled, compiled_address, prefetch, trailing_zeros, transpose8, transpose8_diff,
+)
 
 
 @njit(cache=True)
@@ -67,3 +70,30 @@ def _lowest_bit(word):
 def test_trailing_zeros():
     for bit in (0, 1, 7, 40, 63):
         assert _lowest_bit(np.uint64(1 << bit) | np.uint64(1 << 63)) == bit
+
+
+@njit(cache=True)
+def _scaled(a, k):
+    if k < 0:
+        raise ValueError("k must not be negative")
+    for i in range(a.size):
+        a[i] *= k
+    return a.sum()
+
+
+@njit(cache=True)
+def _through(at, a, k):
+    return call_compiled(_scaled, at, (a, k))
+
+
+def test_call_compiled_calls_the_overload_at_its_address():
+    a = np.arange(5.0)
+    at = compiled_address(_scaled, (typeof(a), types.int64))
+    assert _through(at, a, 3) == 30.0
+    assert a.tolist() == [0.0, 3.0, 6.0, 9.0, 12.0]
+    # The callee's exception reaches the caller's caller, as with a call Numba links in.
+    with pytest.raises(ValueError, match="must not be negative"):
+        _through(at, a, -1)
+    # Argument types with no compiled overload: a typing error, never a call into another signature's code.
+    with pytest.raises(TypingError, match="no compiled overload"):
+        _through(at, a.astype(np.float32), 3)

@@ -100,9 +100,11 @@ def run_cpu(x3, table, params, acc, n_out, tile=64, start=0, lut=None, check_nan
     lut = np.zeros((1, 1), acc) if lut is None else lut
     x3 = x3.view()
     x3.flags.writeable = False  # the driver's view type: no specialisation of its own
+    out_bytes, out_code = raw_output(out)
+    params = params.astype(acc)
     cpu.run_program(
-        x3, *raw_output(out), table, params.astype(acc), start, width, tile,
-        lut, 0, use_lut, 0.0, False, check_nan, False, 0.0, 0.0, 0.0, 4,
+        x3, out_bytes, out_code, table, params, start, width, tile,
+        lut, 0, use_lut, 0.0, False, check_nan, False, 0.0, 0.0, 0.0, 4, cpu.finish_address(params, table, out_bytes),
     )
     return out
 

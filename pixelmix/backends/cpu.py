@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import config
 from ..kernels import cpu_pixels
-from ..kernels.cpu import OUT_DTYPES, run_program
+from ..kernels.cpu import OUT_DTYPES, finish_address, run_program
 from ..lowering import kernel_args, lookup_table
 from ..plan import Request, pieces
 
@@ -64,7 +64,9 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         launch(cpu_pixels.run_pixels, x3, out3, *(args[name] for name in keep), serial=serial)
     else:
         # A few groups of tiles per thread: scratch is allocated once per group.
-        launch(run_program, x3, *raw_output(out3), **args, groups=_groups(), serial=serial)
+        out_bytes, out_code = raw_output(out3)
+        finish = finish_address(args["params"], args["table"], out_bytes)
+        launch(run_program, x3, out_bytes, out_code, **args, groups=_groups(), finish=finish, serial=serial)
 
 
 def _groups() -> int:

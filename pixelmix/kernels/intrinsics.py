@@ -33,9 +33,12 @@ every file and so invalidates them all.)
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.callconv import excinfo_t
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["trailing_zeros", "address", "prefetch", "aligned", "transpose8", "transpose8_diff"]
+__all__ = ["trailing_zeros", "address", "prefetch", "aligned", "transpose8", "transpose8_diff", "call_compiled",
+           "compiled_address"]
 
 
 @intrinsic
@@ -181,3 +184,48 @@ transpose, eight vector stores. ``partner`` is not read.
 """
 transpose8_diff = intrinsic(_block_typer(True, "transpose8_diff"))
 transpose8_diff.__doc__ = """:func:`transpose8` of ``x[cand[j0 + i]] - x[partner[j0 + i]]`` (each in float64)."""
+
+
+def compiled_address(callee, argtypes: tuple) -> int:
+    """The entry point of ``callee``'s overload for ``argtypes`` (compiled, or loaded from the cache, if new).
+
+    Valid while ``callee`` lives: pass the address of a module-level
+    dispatcher to :func:`call_compiled`.
+    """
+    argtypes = tuple(argtypes)
+    if argtypes not in callee.overloads:
+        callee.compile(argtypes)
+    result = callee.overloads[argtypes]
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+
+
+@intrinsic
+def call_compiled(typingctx, callee, address, args):
+    """``callee(*args)`` through ``address``, from :func:`compiled_address` for the types of ``args``."""
+    if not isinstance(callee, types.Dispatcher) or not isinstance(address, types.Integer) \
+            or not isinstance(args, types.BaseTuple):
+        return None
+    argtypes = tuple(args.types)
+    dispatcher = callee.dispatcher
+    if argtypes not in dispatcher.overloads:
+        # The address the caller receives is that of another signature's code (or none).
+        raise TypingError(f"{dispatcher.py_func.__qualname__} has no compiled overload for {argtypes}: "
+                          "call compiled_address() for these types first")
+    restype = dispatcher.overloads[argtypes].signature.return_type
+
+    def codegen(context, builder, signature, llargs):
+        # What Numba's own call of a compiled function does (its calling convention), through a pointer.
+        call_conv = context.call_conv
+        function = builder.inttoptr(llargs[1], call_conv.get_function_type(restype, argtypes).as_pointer())
+        values = [builder.extract_value(llargs[2], i) for i in range(len(argtypes))]
+        retval = cgutils.alloca_once(builder, call_conv.get_return_type(restype).pointee)
+        builder.store(cgutils.get_null_value(retval.type.pointee), retval)
+        excinfo = cgutils.alloca_once(builder, ir.PointerType(excinfo_t), name="excinfo")
+        packed = list(call_conv._get_arg_packer(argtypes).as_arguments(builder, values))
+        code = builder.call(function, [retval, excinfo] + packed)
+        status = call_conv._get_return_status(builder, code, builder.load(excinfo))
+        with builder.if_then(status.is_error, likely=False):
+            call_conv.return_status_propagate(builder, status)
+        return context.get_returned_value(builder, restype, builder.load(retval))
+
+    return restype(callee, address, args), codegen
