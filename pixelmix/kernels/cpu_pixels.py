@@ -21,7 +21,8 @@ the dtypes that take this path compile it.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
@@ -120,6 +121,24 @@ def _mix(x, out, a0, n, K, offset, params, lut, lut_offset, use_lut, is_int, lo,
     return _affine_pixels(x, out, a0, n, params, offset, 3, 3, lut, lut_offset, False, is_int, lo, hi, fill)
 
 
+def _elementwise_output(flat, n, code, p0, p1):
+    """``elementwise_rows`` on the one row ``flat`` of float output; integer output has no such steps."""
+
+
+@overload(_elementwise_output)
+def _elementwise_output_typed(flat, n, code, p0, p1):
+    # Integer output takes no elementwise step (see takes): its kernels need not compile
+    # elementwise_rows for their output type, 4 s each.
+    if not isinstance(flat.dtype, types.Float):
+        return lambda flat, n, code, p0, p1: None
+
+    def run(flat, n, code, p0, p1):
+        # One row, as an int64 like the general kernel's: the same compiled elementwise_rows.
+        elementwise_rows(flat, n, np.int64(1), code, p0, p1)
+
+    return run
+
+
 @njit(cache=True, nogil=True)
 def _tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int, lo, hi, fill):
     K, offset = table[start, 2], table[start, 3]
@@ -129,7 +148,7 @@ def _tile(x, out, a0, n, table, params, start, lut, lut_offset, use_lut, is_int,
     flat = os.reshape((1, os.size))
     for s in range(start + 1, table.shape[0]):
         at = table[s, 3]
-        elementwise_rows(flat, os.size, 1, table[s, 0], params[at], params[at + 1])
+        _elementwise_output(flat, os.size, table[s, 0], params[at], params[at + 1])
 
 
 @njit(parallel=True, cache=True, nogil=True)
