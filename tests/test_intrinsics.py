@@ -6,7 +6,8 @@ from numba import njit, typeof, types
 from numba.core.errors import TypingError
 
 from pixelmix.kernels.intrinsics import (
-    address, aligned, call_compiled, compiled_address, prefetch, trailing_zeros, transpose8, transpose8_diff,
+    address, aligned, c_contiguous_or_empty, call_compiled, compiled_address, contiguous_row, prefetch, trailing_zeros,
+    transpose8, transpose8_diff,
 )
 
 
@@ -97,3 +98,21 @@ def test_call_compiled_calls_the_overload_at_its_address():
     # Argument types with no compiled overload: a typing error, never a call into another signature's code.
     with pytest.raises(TypingError, match="no compiled overload"):
         _through(at, a.astype(np.float32), 3)
+
+
+@njit(cache=True)
+def _rows_sum(x):
+    total = np.zeros(x.shape[2])
+    for a in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            row = contiguous_row(x, a, c)
+            total += row
+    return total, c_contiguous_or_empty(x).size
+
+
+def test_contiguous_row_reads_a_strided_block_in_place():
+    x = np.arange(4 * 5 * 30, dtype=np.float64).reshape(4, 5, 30)
+    for block in (x, x[1:3, ::2, 4:20]):  # C-contiguous, and rows of unit stride far apart
+        total, size = _rows_sum(block)
+        np.testing.assert_array_equal(total, block.sum(axis=(0, 1)))
+        assert size == (block.size if block.flags.c_contiguous else 0)

@@ -275,3 +275,33 @@ def test_integer_channels_first_with_nodata_mask_and_stride(rng):
     p = pixels[keep].astype(np.float64)
     np.testing.assert_allclose(m.mean, p.mean(0), rtol=1e-12)
     np.testing.assert_allclose(m.covariance(), np.cov(p.T), rtol=1e-10)
+
+
+def test_channels_first_slabs_of_a_file_are_read_in_place(tmp_path, rng):
+    """Slabs of a memory-mapped CYX TIFF (each channel's rows contiguous, the planes apart) are not copied.
+
+    Their moments are those of contiguous copies, bit for bit, with every
+    option that changes which pixels are read.
+    """
+    import tifffile
+
+    from pixelmix.learn.stats import _x3
+
+    x = rng.integers(0, 4000, (6, 60, 40), dtype=np.uint16)
+    x[2, 7, 5] = 7
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, x, photometric="minisblack")
+    options = [{}, {"pair": "diagonal"}, {"sample": 0.5}, {"nodata": 7}]
+    n_blocks = 0
+    for block in iter_blocks(str(path), channel_axis=0, max_bytes=6 * 2 * 40 * 16):
+        n_blocks += 1
+        values = block.values
+        x3 = _x3(values, 0, in_place=True)
+        assert np.shares_memory(x3, values) and not x3.flags.c_contiguous
+        mask = rng.random(values.shape[1:]) < 0.4
+        for kw in options + [{"mask": mask}]:
+            got, expected = block_moments(values, 0, **kw), block_moments(np.ascontiguousarray(values), 0, **kw)
+            assert (got.count, got.skipped) == (expected.count, expected.skipped)
+            np.testing.assert_array_equal(got.mean, expected.mean)
+            np.testing.assert_array_equal(got.scatter, expected.scatter)
+    assert n_blocks > 1

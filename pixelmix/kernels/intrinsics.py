@@ -28,17 +28,44 @@ every file and so invalidates them all.)
     differences, for ``_diff``): eight vector loads, a shuffle transpose,
     eight vector stores, where Numba's own loop gathered each value. The
     moments' copy into their tiles took 20% less time.
+``contiguous_row(x, a, c)``
+    ``x[a, c]`` of a 3-D array whose last axis has unit stride, typed as a
+    C-contiguous row whatever ``x``'s layout: the pixel loops over it then
+    vectorise as over a C-contiguous array's rows. For the moments of a
+    channels-first slab of a memory-mapped file, read where it lies
+    (unit-stride rows, channel planes apart) instead of copied.
+``c_contiguous_or_empty(x)``
+    ``x`` if it is typed C-contiguous, else an empty array of its dtype:
+    for code that only C-contiguous arrays reach at run time (a kernel's
+    channels-last branch) but that must compile for other layouts too.
+``call_compiled(callee, address, args)``, with ``compiled_address(callee, argtypes)``
+    Call ``callee`` (a Numba dispatcher) at ``address``, the entry point of
+    its compiled overload for the types of the tuple ``args``, instead of
+    linking its code in. Numba links every callee into each caller's
+    machine code and optimises it there again: code that does not depend on
+    a caller's types (the later steps and the store of the CPU kernel, with
+    unmixing, the elementwise functions and six output dtypes) was compiled
+    again with every input dtype. ``compiled_address`` compiles (or loads
+    from the cache) the overload at run time and gives its address; the
+    caller, typed and cached apart, receives it as an argument. A call whose
+    argument types have no compiled overload fails to compile, with a clear
+    error, rather than calling code of another signature. (An exception
+    raised in the callee reaches the caller's caller as from a linked call,
+    and inside a parallel loop Numba reports neither.)
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.core.callconv import excinfo_t
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
-__all__ = ["trailing_zeros", "address", "prefetch", "aligned", "transpose8", "transpose8_diff", "call_compiled",
-           "compiled_address"]
+__all__ = ["trailing_zeros", "address", "prefetch", "aligned", "transpose8", "transpose8_diff", "contiguous_row",
+           "c_contiguous_or_empty", "call_compiled", "compiled_address"]
 
 
 @intrinsic
@@ -184,6 +211,45 @@ transpose, eight vector stores. ``partner`` is not read.
 """
 transpose8_diff = intrinsic(_block_typer(True, "transpose8_diff"))
 transpose8_diff.__doc__ = """:func:`transpose8` of ``x[cand[j0 + i]] - x[partner[j0 + i]]`` (each in float64)."""
+
+
+@intrinsic
+def contiguous_row(typingctx, x, a, c):
+    """``x[a, c]`` of 3-D ``x`` (any layout; its last axis of unit stride) as a C-contiguous 1-D array."""
+    if not isinstance(x, types.Array) or x.ndim != 3 or not all(isinstance(i, types.Integer) for i in (a, c)):
+        return None
+    row = x.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, signature, args):
+        tx, ta, tc = signature.args
+        xs = context.make_array(tx)(context, builder, args[0])
+        shape = cgutils.unpack_tuple(builder, xs.shape)
+        index = [context.cast(builder, args[1], ta, types.intp), context.cast(builder, args[2], tc, types.intp),
+                 context.get_constant(types.intp, 0)]
+        start = cgutils.get_item_pointer2(context, builder, xs.data, shape, cgutils.unpack_tuple(builder, xs.strides),
+                                          tx.layout, index)
+        out = context.make_array(row)(context, builder)
+        populate_array(out, data=start, shape=cgutils.pack_array(builder, [shape[2]]),
+                       strides=cgutils.pack_array(builder, [xs.itemsize]), itemsize=xs.itemsize,
+                       meminfo=xs.meminfo, parent=xs.parent)
+        return impl_ret_borrowed(context, builder, row, out._getvalue())
+
+    return row(x, a, c), codegen
+
+
+def c_contiguous_or_empty(x):
+    """``x`` if typed C-contiguous, else an empty array of its dtype and dimensions (compiled code only)."""
+    raise NotImplementedError("c_contiguous_or_empty is for compiled code")
+
+
+@overload(c_contiguous_or_empty)
+def _c_contiguous_or_empty(x):
+    if not isinstance(x, types.Array):
+        return None
+    if x.layout == "C":
+        return lambda x: x
+    empty = (0,) * x.ndim
+    return lambda x: np.empty(empty, dtype=x.dtype)
 
 
 def compiled_address(callee, argtypes: tuple) -> int:

@@ -48,6 +48,7 @@ and prefetching one run ahead gained nothing more.)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -71,13 +72,14 @@ GRAM_BYTES = 32 * 2**20
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
     global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _block_gram, _first_mean, prange, \
-        aligned, prefetch, transpose8, transpose8_diff
+        aligned, c_contiguous_or_empty, contiguous_row, prefetch, transpose8, transpose8_diff
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
         # The same, for _aligned_tile_py, _prefetch_run_py and _fill_py.
-        from ..kernels.intrinsics import aligned, prefetch, transpose8, transpose8_diff
+        from ..kernels.intrinsics import (aligned, c_contiguous_or_empty, contiguous_row, prefetch, transpose8,
+                                          transpose8_diff)
 
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
@@ -93,7 +95,8 @@ def _kernels() -> None:
 
 _select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _block_gram = _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
-aligned = prefetch = transpose8 = transpose8_diff = None  # from pixelmix.kernels.intrinsics once compiled
+# From pixelmix.kernels.intrinsics once compiled.
+aligned = c_contiguous_or_empty = contiguous_row = prefetch = transpose8 = transpose8_diff = None
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -167,17 +170,18 @@ def _prefetch_run_py(x3, a, n, cand, partner, pair):
     for side in range(2 if pair > 0 else 1):
         pixels = cand if side == 0 else partner
         if B == 1:
+            xl = c_contiguous_or_empty(x3)  # channels last: always C-contiguous
             for j in range(n):
                 for k in range(pixels[j] * C, (pixels[j] + 1) * C, step):
-                    prefetch(x3, k)
-                prefetch(x3, (pixels[j] + 1) * C - 1)
+                    prefetch(xl, k)
+                prefetch(xl, (pixels[j] + 1) * C - 1)
         elif n > 0:
             first, last = pixels[0] - a * B, pixels[n - 1] - a * B
             for c in range(C):
-                row = (a * C + c) * B
-                for k in range(row + first, row + last, step):
-                    prefetch(x3, k)
-                prefetch(x3, row + last)
+                row = contiguous_row(x3, a, c)
+                for k in range(first, last, step):
+                    prefetch(row, k)
+                prefetch(row, last)
 
 
 def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, at, cand, partner, bad):
@@ -198,7 +202,9 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
     # Rows sliced at ``at`` rather than indexed at ``at + j``: an index Numba cannot prove
     # non-negative is wrapped around on every store (measured 13% slower).
     if channels_last:
-        x2 = x3.reshape((A, C))
+        # Channels-last blocks are C-contiguous (see _x3); channels first may be a slab of a file, read in place.
+        xl = c_contiguous_or_empty(x3)
+        x2 = xl.reshape((xl.shape[0], C))
         # Eight pixels at a time: eight channels at a time by a vector
         # transpose (eight loads and eight stores), the rest channel by
         # channel (each channel's eight values are one contiguous store).
@@ -208,9 +214,9 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
             blocked = C - C % 8 if m == 8 else 0
             for c0 in range(0, blocked, 8):
                 if pair > 0:
-                    transpose8_diff(x3, cand, partner, j0, c0, shift, tile, at + j0)
+                    transpose8_diff(xl, cand, partner, j0, c0, shift, tile, at + j0)
                 else:
-                    transpose8(x3, cand, partner, j0, c0, shift, tile, at + j0)
+                    transpose8(xl, cand, partner, j0, c0, shift, tile, at + j0)
             for c in range(blocked, C):
                 s = shift[c]
                 row = tile[c, at:]
@@ -247,7 +253,7 @@ def _fill_py(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, t
         for j in range(n):
             bad[j] = False
         for c in range(C):
-            src = x3[a, c]
+            src = contiguous_row(x3, a, c)
             row = tile[c, at:]
             s = shift[c]
             if plain:
@@ -538,17 +544,42 @@ def parse_sample(sample) -> tuple[int, float]:
     raise TypeError(f"sample must be a float fraction or an integer stride, got {sample!r}")
 
 
-def _x3(values: np.ndarray, axis: int) -> np.ndarray:
-    """The (A, C, B) view of a block, contiguous, native and read-only (one kernel type per dtype).
+def _x3(values: np.ndarray, axis: int, in_place: bool = False) -> np.ndarray:
+    """The (A, C, B) view of a block, native and read-only (one kernel type per dtype and layout).
 
-    Types the kernel is not compiled for (float16, int8, uint32, 64-bit
-    integers, any non-native byte order) are converted exactly to their
-    working type first, in the same copy that makes the block contiguous.
+    With ``in_place`` (the pixels, not least squares' extra channels), a
+    channels-first block whose rows of pixels have unit stride is read
+    where it lies: a slab of a memory-mapped CYX file, each channel's rows
+    contiguous but the channel planes a file's plane apart, was copied
+    whole (10 of a 32 MiB slab's 44 ms, 128 uint16 bands). Anything else is
+    made C-contiguous; types the kernel is not compiled for (float16, int8,
+    uint32, 64-bit integers, any non-native byte order) are converted
+    exactly to their working type in that same copy.
     """
-    x = np.ascontiguousarray(values, dtype=working_dtype(values.dtype))
+    dtype = working_dtype(values.dtype)
+    shape, strides = values.shape, values.strides
+    if (in_place and values.dtype == dtype and math.prod(shape[axis + 1:]) > 1
+            and _merged_stride(shape[:axis], strides[:axis]) is not None
+            and _merged_stride(shape[axis + 1:], strides[axis + 1:]) == values.itemsize):
+        x3 = view3(values, axis).view(np.ndarray)  # a view: the axes before and after the channels merge
+        x3.flags.writeable = False
+        return x3
+    x = np.ascontiguousarray(values, dtype=dtype)
     x3 = view3(x, axis).view(np.ndarray)
     x3.flags.writeable = False
     return x3
+
+
+def _merged_stride(shape: tuple, strides: tuple) -> int | None:
+    """The stride of these axes seen as one, or None if they are not one axis in memory.
+
+    >>> _merged_stride((3, 4), (16, 4)), _merged_stride((3, 4), (32, 4)), _merged_stride((1, 5), (99, 2))
+    (4, None, 2)
+    """
+    axes = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    if any(s != n * t for (_, s), (n, t) in zip(axes, axes[1:])):
+        return None
+    return axes[-1][1] if axes else 0
 
 
 def block_moments(
@@ -636,7 +667,7 @@ def block_moments(
         info = np.iinfo(values.dtype)
         if not info.min <= nodata <= info.max:
             nodata = None  # cannot occur in this dtype
-    x3 = _x3(values, axis)
+    x3 = _x3(values, axis, in_place=True)
     if extra is None:
         y3 = _x3(np.empty(values.shape[:axis] + (0,) + values.shape[axis + 1:], dtype=x3.dtype), axis)
     else:
