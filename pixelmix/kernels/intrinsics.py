@@ -281,6 +281,8 @@ def call_compiled(typingctx, callee, address, args):
 
     def codegen(context, builder, signature, llargs):
         # What Numba's own call of a compiled function does (its calling convention), through a pointer.
+        # The call convention's helpers are private to Numba: tests/test_intrinsics.py
+        # calls through it, exception included, so a Numba that changes them fails there first.
         call_conv = context.call_conv
         function = builder.inttoptr(llargs[1], call_conv.get_function_type(restype, argtypes).as_pointer())
         values = [builder.extract_value(llargs[2], i) for i in range(len(argtypes))]
