@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import tifffile
 
 from pixelmix.learn.source import describe, iter_blocks
-from pixelmix.learn.stats import GroupMoments, Moments, block_moments, merge
+from pixelmix.learn.stats import GroupMoments, Moments, _x3, block_moments, merge
 
 
 def _pixels(x, axis):
@@ -283,10 +284,6 @@ def test_channels_first_slabs_of_a_file_are_read_in_place(tmp_path, rng):
     Their moments are those of contiguous copies, bit for bit, with every
     option that changes which pixels are read.
     """
-    import tifffile
-
-    from pixelmix.learn.stats import _x3
-
     x = rng.integers(0, 4000, (6, 60, 40), dtype=np.uint16)
     x[2, 7, 5] = 7
     path = tmp_path / "stack.tif"

@@ -123,6 +123,7 @@ def _mix(x, out, a0, n, K, offset, params, lut, lut_offset, use_lut, is_int, lo,
 
 def _elementwise_output(flat, n, code, p0, p1):
     """``elementwise_rows`` on the one row ``flat`` of float output; integer output has no such steps."""
+    raise NotImplementedError("_elementwise_output is for compiled code")
 
 
 @overload(_elementwise_output)

@@ -558,14 +558,12 @@ def _x3(values: np.ndarray, axis: int, in_place: bool = False) -> np.ndarray:
     """
     dtype = working_dtype(values.dtype)
     shape, strides = values.shape, values.strides
-    if (in_place and values.dtype == dtype and math.prod(shape[axis + 1:]) > 1
+    # Read in place when the axes before and after the channels each merge into one (view3 is then a view).
+    if not (in_place and values.dtype == dtype and math.prod(shape[axis + 1:]) > 1
             and _merged_stride(shape[:axis], strides[:axis]) is not None
             and _merged_stride(shape[axis + 1:], strides[axis + 1:]) == values.itemsize):
-        x3 = view3(values, axis).view(np.ndarray)  # a view: the axes before and after the channels merge
-        x3.flags.writeable = False
-        return x3
-    x = np.ascontiguousarray(values, dtype=dtype)
-    x3 = view3(x, axis).view(np.ndarray)
+        values = np.ascontiguousarray(values, dtype=dtype)
+    x3 = view3(values, axis).view(np.ndarray)
     x3.flags.writeable = False
     return x3
 
