@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from numba import njit, typeof, types
+from numba import njit, prange, typeof, types
 from numba.core.errors import TypingError
 
 from pixelmix.kernels.intrinsics import (
-    address, aligned, c_contiguous_or_empty, call_compiled, compiled_address, contiguous_row, prefetch, trailing_zeros,
-    transpose8, transpose8_diff,
+    address, aligned, c_contiguous_or_empty, call_compiled, claim, compiled_address, contiguous_row, prefetch,
+    trailing_zeros, transpose8, transpose8_diff,
 )
 
 
@@ -116,3 +116,42 @@ def test_contiguous_row_reads_a_strided_block_in_place():
         total, size = _rows_sum(block)
         np.testing.assert_array_equal(total, block.sum(axis=(0, 1)))
         assert size == (block.size if block.flags.c_contiguous else 0)
+
+
+@njit(cache=True)
+def _runs(n, workers):
+    counter = np.zeros(1, dtype=np.int64)
+    runs = []
+    first, last = claim(counter, n, workers)
+    while first < last:
+        runs.append((first, last))
+        first, last = claim(counter, n, workers)
+    return runs, first, last, counter[0]
+
+
+def test_claim_hands_out_shrinking_runs_of_consecutive_tiles():
+    runs, first, last, counter = _runs(1000, 2)
+    assert runs[0] == (0, 250)  # a quarter to the first claim of two workers
+    assert [a for a, _ in runs[1:]] == [b for _, b in runs[:-1]]  # consecutive, no gap or overlap
+    sizes = [b - a for a, b in runs]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1 and runs[-1][1] == 1000
+    assert (first, last, counter) == (1000, 1000, 1000)  # none left: an empty run, and the count stays at n
+    assert _runs(0, 4)[0] == []
+
+
+@njit(cache=True, parallel=True)
+def _claim_counts(n, workers):
+    counts = np.zeros(n, dtype=np.int64)
+    counter = np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
+        first, last = claim(counter, n, workers)
+        while first < last:
+            for t in range(first, last):
+                counts[t] += 1  # only the thread that claimed t writes here
+            first, last = claim(counter, n, workers)
+    return counts
+
+
+def test_claim_gives_each_tile_to_exactly_one_thread():
+    for n, workers in ((1, 2), (7, 3), (100_000, 2), (100_000, 16)):
+        assert (_claim_counts(n, workers) == 1).all()

@@ -56,27 +56,28 @@ def run_kernel(x3, out3, request: Request, lut, lut_offset: int, start: int) -> 
         # Integer output of RGB-like 8/16-bit data: float32 sums, exact float64 ones where they could differ.
         launch(
             cpu_pixels.run_rounded, x3, out3, args["table"], args["params"], request.program.params_as(np.float32),
-            args["tile"], limit, args["lo"], args["hi"], args["fill"], _groups(), serial=serial,
+            args["tile"], limit, args["lo"], args["hi"], args["fill"], workers(), serial=serial,
         )
     elif kind == "pixels":
         # RGB-like programs on channels-last data: a kernel without scratch.
         keep = ("table", "params", "start", "tile", "lut", "lut_offset", "use_lut", "is_int", "lo", "hi", "fill")
         launch(cpu_pixels.run_pixels, x3, out3, *(args[name] for name in keep), serial=serial)
     else:
-        # A few groups of tiles per thread: scratch is allocated once per group.
         out_bytes, out_code = raw_output(out3)
         finish = finish_address(args["params"], args["table"], out_bytes)
-        launch(run_program, x3, out_bytes, out_code, **args, groups=_groups(), finish=finish, serial=serial)
+        launch(run_program, x3, out_bytes, out_code, **args, workers=workers(), finish=finish, serial=serial)
 
 
-def _groups() -> int:
-    """How many groups of tiles a kernel's parallel loop runs over: four per thread of Numba's pool.
+def workers() -> int:
+    """How many workers a kernel's parallel loop runs: one per thread of Numba's pool.
 
-    The pool's size, not the threads in use now (asking costs a call on
-    every launch): the groups are handed out one at a time, so fewer threads
-    in use than in the pool only means smaller groups than needed.
+    Each worker claims runs of tiles (or of groups of tiles) until none is
+    left (:func:`pixelmix.kernels.intrinsics.claim`). The pool's size, not
+    the threads in use now (asking costs a call on every launch): a thread
+    that runs two workers finds the tiles all claimed when it starts the
+    second.
     """
-    return 4 * numba.config.NUMBA_NUM_THREADS
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def _choose(args, channels_last, in_dtype, out_dtype) -> tuple[str, float | None]:
@@ -112,27 +113,25 @@ def launch(kernel, *args, serial: bool = False, **kwargs):
     at once (tbb and omp are thread-safe): launches are serialised on it, and
     on the first launch, which is when the layer gets chosen.
 
-    The kernels' parallel loops run over a few groups of tiles per thread,
-    handed out one at a time (chunk size 1) rather than split evenly up
-    front: on a machine where other processes hold some cores, the threads
-    that run take over the groups of those that wait. Every result is still
-    per pixel (or per fixed group), so it does not depend on which thread
-    took which group.
+    The kernels' threads claim runs of tiles as they go (:func:`workers`)
+    rather than split them evenly up front: a thread that runs slowly (a
+    core another process holds, such as OpenBLAS's spinning threads) takes
+    fewer, and the others take the rest. Every result is still per pixel
+    (or per fixed group of tiles), so it does not depend on which thread
+    took which tile.
 
     ``serial`` runs the parallel loops on the calling thread only (Numba's
     thread count is per calling thread, and is restored after): for small
     calls, waking the pool costs more than it saves (``config.SERIAL_BYTES``).
     """
     if serial:
-        # (no chunk size to set for one thread: each of Numba's setters takes a lock)
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
             return _call(kernel, args, kwargs)
         finally:
             numba.set_num_threads(threads)
-    with numba.parallel_chunksize(1):
-        return _call(kernel, args, kwargs)
+    return _call(kernel, args, kwargs)
 
 
 def _call(kernel, args, kwargs):

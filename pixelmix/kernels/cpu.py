@@ -48,7 +48,7 @@ from numba import njit, prange, typeof, types
 
 from . import elementwise as ew
 from . import vmath
-from .intrinsics import aligned, call_compiled, compiled_address
+from .intrinsics import aligned, call_compiled, claim, compiled_address
 from .unmix import unmix_rows
 
 # The shared body with exp, log and pow that vectorise (math's are scalar calls here).
@@ -546,7 +546,7 @@ _FINISH: dict = {}  # finish_address's, by the arguments' dtypes and flags
 @njit(parallel=True, cache=True, nogil=True)
 def run_program(
     x, out_bytes, out_code, table, params, start, width, tile,
-    lut, lut_offset, use_lut, nodata, use_nodata, check_nan, is_int, lo, hi, fill, groups, finish,
+    lut, lut_offset, use_lut, nodata, use_nodata, check_nan, is_int, lo, hi, fill, workers, finish,
 ):
     """Apply the compiled program to every pixel of ``x`` (A, C, B) into ``out`` (A, K, B).
 
@@ -556,7 +556,8 @@ def run_program(
     ``params`` has the accumulation dtype; scratch buffers take it too.
     ``start`` is the first step to run (the steps before it were folded into
     ``lut`` when ``use_lut``). ``finish`` is :func:`finish_address`'s: the
-    steps after the first and the store run there.
+    steps after the first and the store run there. ``workers`` (one per
+    thread) claim runs of tiles (:func:`claim`).
     """
     A, _, B = x.shape
     n_out = table[table.shape[0] - 1, 2]
@@ -567,10 +568,6 @@ def run_program(
     else:
         per_row = (B + tile - 1) // tile
         n_tiles = A * per_row
-    # Tiles are dealt out in a few contiguous groups per thread, so scratch
-    # buffers are allocated once per group: allocating them per tile costs
-    # an mmap and page faults each time once they pass malloc's threshold.
-    n_groups = min(n_tiles, groups)
     # A first affine step reads the image directly when it can (no scratch
     # copy, and the reads overlap the arithmetic), in one of three ways:
     # - direct: channels first, each channel's pixels are a contiguous row;
@@ -587,7 +584,11 @@ def run_program(
     dots = first and channels_last and table[0, 1] >= DOTS_MIN_IN and table[0, 2] <= DOTS_MAX_OUT
     strided = first and channels_last and table[0, 1] < DOTS_MIN_IN and table[0, 2] == 1
     xt = x.transpose((2, 1, 0))  # (1, C, A): channel rows over the pixels
-    for g in prange(n_groups):
+    counter = np.zeros(1, dtype=np.int64)
+    # Each of ``workers`` claims runs of tiles (a slow thread takes fewer), with scratch buffers of
+    # its own: allocating them per tile costs an mmap and page faults each time once they pass
+    # malloc's threshold.
+    for _ in prange(workers):
         # Rows padded by 16 values: with a power-of-two pitch the rows of a
         # channels-last transpose would all map to the same few L1 sets. The
         # pitch is a multiple of 16 values and the buffer starts on a cache
@@ -597,31 +598,34 @@ def run_program(
         buf = aligned(np.empty(size + pad, dtype=params.dtype), size).reshape((1, width, pitch))
         spare = aligned(np.empty(size + pad, dtype=params.dtype), size).reshape((1, width, pitch))
         bad = np.zeros(tile, dtype=np.bool_)
-        for t in range(g * n_tiles // n_groups, (g + 1) * n_tiles // n_groups):
-            if channels_last:
-                a0, b0 = t * tile, 0
-                n = min(tile, A - a0)
-            else:
-                a0, b0 = t // per_row, (t % per_row) * tile
-                n = min(tile, B - b0)
-            if not (direct or dots or strided):
-                _load(x, a0, b0, n, channels_last, buf[0], lut, lut_offset, use_lut)
-            n_bad = 0
-            if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
-                n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
-            src, other, step = buf, spare, start
-            if dots:
-                _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3], buf[0])
-                src, other, step = spare, buf, 1
-            elif strided:
-                _affine(xt, 0, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
-                src, other, step = spare, buf, 1
-            elif direct:
-                _affine(x, a0, b0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
-                src, other, step = spare, buf, 1
-            # The types finish_address compiled it for.
-            call_compiled(finish_tile, finish, (
-                src, other, np.int64(n), table, params, np.int64(step), out_bytes, np.int64(out_code), np.int64(A),
-                np.int64(n_out), np.int64(B), np.int64(a0), np.int64(b0), channels_last, bad, np.int64(n_bad),
-                is_int, np.float64(lo), np.float64(hi), np.float64(fill),
-            ))
+        first, last = claim(counter, n_tiles, workers)
+        while first < last:
+            for t in range(first, last):
+                if channels_last:
+                    a0, b0 = t * tile, 0
+                    n = min(tile, A - a0)
+                else:
+                    a0, b0 = t // per_row, (t % per_row) * tile
+                    n = min(tile, B - b0)
+                if not (direct or dots or strided):
+                    _load(x, a0, b0, n, channels_last, buf[0], lut, lut_offset, use_lut)
+                n_bad = 0
+                if check_nan or use_nodata:  # check_nan comes only without affine steps: never direct
+                    n_bad = _mark_bad(x, a0, b0, n, channels_last, buf[0], bad, nodata, use_nodata, check_nan)
+                src, other, step = buf, spare, start
+                if dots:
+                    _affine_dots(x, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3], buf[0])
+                    src, other, step = spare, buf, 1
+                elif strided:
+                    _affine(xt, 0, a0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                    src, other, step = spare, buf, 1
+                elif direct:
+                    _affine(x, a0, b0, spare[0], n, table[0, 1], table[0, 2], params, table[0, 3])
+                    src, other, step = spare, buf, 1
+                # The types finish_address compiled it for.
+                call_compiled(finish_tile, finish, (
+                    src, other, np.int64(n), table, params, np.int64(step), out_bytes, np.int64(out_code), np.int64(A),
+                    np.int64(n_out), np.int64(B), np.int64(a0), np.int64(b0), channels_last, bad, np.int64(n_bad),
+                    is_int, np.float64(lo), np.float64(hi), np.float64(fill),
+                ))
+            first, last = claim(counter, n_tiles, workers)

@@ -26,7 +26,7 @@ from numba.extending import overload
 
 from . import elementwise as ew
 from .cpu import elementwise_rows, to_out
-from .intrinsics import trailing_zeros
+from .intrinsics import claim, trailing_zeros
 from .rgb_lanes import LANES, WIDE_READ, mix16
 
 # The channel counts this kernel takes: (inputs, outputs).
@@ -275,24 +275,27 @@ def _span(x, out, p0, p1, w, offset, params, lim, lo, hi, fill):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_rounded(x, out, table, params, params32, tile, lim, lo, hi, fill, groups):
+def run_rounded(x, out, table, params, params32, tile, lim, lo, hi, fill, workers):
     """Integer output of a lone RGB-like affine step on 8- or 16-bit input (see :func:`rounding_limit`).
 
     ``x`` (A, 3, 1) and ``out`` (A, K, 1) contiguous; ``params`` float64 and
     ``params32`` the same in float32; ``lim`` from :func:`rounding_limit`.
     The result is that of :func:`run_pixels` with float64 ``params``.
+    ``workers`` (one per thread) claim runs of tiles (:func:`claim`).
     """
     A = x.shape[0]
     K, offset = table[0, 2], table[0, 3]
     w = params32[offset : offset + 4 * K]
     n_tiles = (A + tile - 1) // tile
-    # A few contiguous groups of tiles per thread: the masks are allocated once per group.
-    n_groups = min(n_tiles, groups)
-    for g in prange(n_groups):
-        p0 = g * n_tiles // n_groups * tile
-        p1 = min((g + 1) * n_tiles // n_groups * tile, A)
-        if K == 1:
-            _span(x, out, p0, p1, (w[0], w[1], w[2], w[3]), offset, params, lim, lo, hi, fill)
-        else:
-            _span(x, out, p0, p1, (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11]),
-                  offset, params, lim, lo, hi, fill)
+    counter = np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
+        first, last = claim(counter, n_tiles, workers)  # runs of tiles: a slow thread takes fewer
+        while first < last:
+            p0 = first * tile
+            p1 = min(last * tile, A)
+            if K == 1:
+                _span(x, out, p0, p1, (w[0], w[1], w[2], w[3]), offset, params, lim, lo, hi, fill)
+            else:
+                _span(x, out, p0, p1, (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11]),
+                      offset, params, lim, lo, hi, fill)
+            first, last = claim(counter, n_tiles, workers)

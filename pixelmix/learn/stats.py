@@ -71,15 +71,16 @@ GRAM_BYTES = 32 * 2**20
 
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
-    global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _block_gram, _first_mean, prange, \
-        aligned, c_contiguous_or_empty, contiguous_row, prefetch, transpose8, transpose8_diff
+    global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _group_gram, _block_gram, \
+        _first_mean, prange, aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch, transpose8, \
+        transpose8_diff
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
-        # The same, for _aligned_tile_py, _prefetch_run_py and _fill_py.
-        from ..kernels.intrinsics import (aligned, c_contiguous_or_empty, contiguous_row, prefetch, transpose8,
-                                          transpose8_diff)
+        # The same, for _aligned_tile_py, _prefetch_run_py, _fill_py and _block_gram_py.
+        from ..kernels.intrinsics import (aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch,
+                                          transpose8, transpose8_diff)
 
         # Order matters: a kernel's callees are compiled before it is first called.
         _select = njit(cache=True, nogil=True, inline="always")(_select_py)
@@ -90,13 +91,15 @@ def _kernels() -> None:
         # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
         _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
         _first_mean = njit(cache=True, nogil=True)(_first_mean_py)
+        _group_gram = njit(cache=True, nogil=True)(_group_gram_py)
         _block_gram = njit(cache=True, nogil=True, parallel=True)(_block_gram_py)
 
 
-_select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _block_gram = _first_mean = None
+_select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _group_gram = _block_gram = None
+_first_mean = None
 prange = range  # numba.prange once the kernels are compiled
 # From pixelmix.kernels.intrinsics once compiled.
-aligned = c_contiguous_or_empty = contiguous_row = prefetch = transpose8 = transpose8_diff = None
+aligned = c_contiguous_or_empty = claim = contiguous_row = prefetch = transpose8 = transpose8_diff = None
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -391,46 +394,66 @@ def _first_mean_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
     return mean
 
 
+def _group_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
+                   pair, n_cols, n_rows, shift, width, runs, gram, tile, cand, partner, bad):
+    """Add the Gram matrices of the tiles of ``runs`` (a range of runs of ``width`` pixels) to ``gram``.
+
+    The selected pixels of the runs fill the tile until the next run's do
+    not fit (a mask or a class that keeps one pixel in eight would otherwise
+    run each product over 32 columns, at twice the cost per pixel). Returns
+    how many pixels were dropped (NaN or nodata).
+    """
+    A, C, B = x3.shape
+    inner = A if B == 1 else B
+    per_row = (inner + width - 1) // width
+    dropped = 0
+    filled = 0
+    for t in runs:
+        a = t // per_row
+        b0 = (t % per_row) * width
+        b1 = min(inner, b0 + width)
+        n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
+        _prefetch_run(x3, a, n, cand, partner, pair)
+        if filled + n > width:
+            _gram_tile(tile, filled, gram)
+            filled = 0
+        dropped += _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
+                         partner, bad)
+        filled += n
+    if filled > 0:
+        _gram_tile(tile, filled, gram)
+    return dropped
+
+
 def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
-                   pair, n_cols, n_rows, shift, width, grams, skipped):
+                   pair, n_cols, n_rows, shift, width, grams, skipped, workers):
     """The Gram matrices of the block's tiles, summed in ``grams.shape[0]`` fixed groups of tiles.
 
     ``grams[g]`` (rows x rows, rows >= C + 1 a multiple of 4) receives the
-    upper 4 x 4 blocks of the sums of its tiles in order, ``skipped[g]`` the
-    pixels its tiles dropped. The selected pixels of a group's runs of
-    ``width`` pixels fill its tiles until the next run's do not fit (a mask
-    or a class that keeps one pixel in eight would otherwise run each
-    product over 32 columns, at twice the cost per pixel). The groups run in
-    parallel; the split into groups does not depend on the thread count, so
-    neither does the result.
+    upper 4 x 4 blocks of the sums of its runs of pixels in order
+    (:func:`_group_gram_py`), ``skipped[g]`` the pixels they dropped.
+    ``workers`` run in parallel and claim runs of groups (a slow thread
+    takes fewer); the split into groups does not depend on the thread
+    count, so neither does the result.
     """
     A, C, B = x3.shape
     outer, inner = (1, A) if B == 1 else (A, B)
-    per_row = (inner + width - 1) // width
-    n_runs = outer * per_row
+    n_runs = outer * ((inner + width - 1) // width)
     n_groups, rows = grams.shape[0], grams.shape[1]
-    for g in prange(n_groups):
+    counter = np.zeros(1, dtype=np.int64)
+    for _ in prange(workers):
         tile = _aligned_tile(rows, width)
         cand = np.empty(width, dtype=np.int64)
         partner = np.empty(width, dtype=np.int64)
         bad = np.empty(width, dtype=np.bool_)
-        dropped = 0
-        filled = 0
-        for t in range(g * n_runs // n_groups, (g + 1) * n_runs // n_groups):
-            a = t // per_row
-            b0 = (t % per_row) * width
-            b1 = min(inner, b0 + width)
-            n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
-            _prefetch_run(x3, a, n, cand, partner, pair)
-            if filled + n > width:
-                _gram_tile(tile, filled, grams[g])
-                filled = 0
-            dropped += _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
-                             partner, bad)
-            filled += n
-        if filled > 0:
-            _gram_tile(tile, filled, grams[g])
-        skipped[g] = dropped
+        first, last = claim(counter, n_groups, workers)
+        while first < last:
+            for g in range(first, last):
+                runs = range(g * n_runs // n_groups, (g + 1) * n_runs // n_groups)
+                skipped[g] = _group_gram(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold,
+                                         seed, pair, n_cols, n_rows, shift, width, runs, grams[g], tile, cand,
+                                         partner, bad)
+            first, last = claim(counter, n_groups, workers)
 
 
 @dataclass
@@ -750,10 +773,10 @@ def _present(labels: np.ndarray) -> list[int]:
 
 
 def _launch(kernel, *args):
-    """Run a parallel kernel, serialised where Numba's threading layer needs it (see backends.cpu)."""
-    from ..backends.cpu import launch
+    """Run a parallel kernel, its workers' count last, serialised where Numba's layer needs it (see backends.cpu)."""
+    from ..backends.cpu import launch, workers
 
-    return launch(kernel, *args)
+    return launch(kernel, *args, workers())
 
 
 def _aux(arr, spatial: tuple[int, ...], name: str, dtype) -> np.ndarray | None:
