@@ -44,6 +44,15 @@ a run's selected pixels are prefetched before they are copied
 (:func:`_prefetch_run_py`): the hardware prefetchers do not foresee
 scattered pixels, or a hundred channel planes read side by side. (Selecting
 and prefetching one run ahead gained nothing more.)
+
+Channels-first 8- and 16-bit data (multi-page TIFF stacks) fill int16 tiles
+of ``INT_GRAM_WIDTH`` pixels instead, the values minus an integer shift
+(the first tile's mean, rounded), on CPUs where their product is fast
+(:mod:`pixelmix.kernels.int_gram`): the products and their sums are exact,
+and twice as fast as in float64. A run with a value that does not fit int16
+(16-bit data more than 32767 from the shift, or differences of such data)
+and the group's later runs take the float64 tiles. A PCA streamed from a
+1 GiB uint16 stack of 128 bands took 0.82 s instead of 1.19 s on Zen 4.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ PAIRS = {None: 0, "right": 1, "lower": 2, "diagonal": 3}
 # Pixels per tile of the Gram kernel: 256 x 132 float64 rows sit in L2 while
 # every 4 x 4 block of dot products runs over them.
 GRAM_WIDTH = 256
+# Pixels per int16 tile (kernels/int_gram.py's MAX_WIDTH: 540 KB for 128 bands, in L2).
+INT_GRAM_WIDTH = 2048
 # Groups of tiles summed apart (in parallel), and the memory their sums may take.
 GRAM_GROUPS = 16
 GRAM_BYTES = 32 * 2**20
@@ -71,14 +82,18 @@ GRAM_BYTES = 32 * 2**20
 
 def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
-    global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _gram_tile, _group_gram, _block_gram, \
-        _first_mean, prange, aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch, transpose8, \
-        transpose8_diff
+    global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _aligned_tile16, _gram_tile, _group_gram, \
+        _block_gram, _first_mean, prange, aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch, \
+        transpose8, transpose8_diff, fill_i16, flush_i16, int_gram_fast
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
-        # The same, for _aligned_tile_py, _prefetch_run_py, _fill_py and _block_gram_py.
+        # The same, for _group_gram_py (and _int_width),
+        from ..kernels.int_gram import fast_here as int_gram_fast
+        from ..kernels.int_gram import fill_i16, flush_i16
+
+        # and for _aligned_tile_py, _prefetch_run_py, _fill_py and _block_gram_py.
         from ..kernels.intrinsics import (aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch,
                                           transpose8, transpose8_diff)
 
@@ -88,6 +103,7 @@ def _kernels() -> None:
         _prefetch_run = njit(cache=True, nogil=True, inline="always")(_prefetch_run_py)
         _fill = njit(cache=True, nogil=True)(_fill_py)
         _aligned_tile = njit(cache=True, nogil=True)(_aligned_tile_py)
+        _aligned_tile16 = njit(cache=True, nogil=True)(_aligned_tile16_py)
         # reassoc: the dot products are vectorised over the pixels (never the no-NaN/no-Inf flags).
         _gram_tile = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_gram_tile_py)
         _first_mean = njit(cache=True, nogil=True)(_first_mean_py)
@@ -95,11 +111,14 @@ def _kernels() -> None:
         _block_gram = njit(cache=True, nogil=True, parallel=True)(_block_gram_py)
 
 
-_select = _candidates = _prefetch_run = _fill = _aligned_tile = _gram_tile = _group_gram = _block_gram = None
+_select = _candidates = _prefetch_run = _fill = _aligned_tile = _aligned_tile16 = _gram_tile = _group_gram = None
+_block_gram = None
 _first_mean = None
 prange = range  # numba.prange once the kernels are compiled
 # From pixelmix.kernels.intrinsics once compiled.
 aligned = c_contiguous_or_empty = claim = contiguous_row = prefetch = transpose8 = transpose8_diff = None
+# From pixelmix.kernels.int_gram once compiled.
+fill_i16 = flush_i16 = int_gram_fast = None
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
@@ -311,6 +330,11 @@ def _aligned_tile_py(rows, width):
     return aligned(np.zeros(rows * width + 8), rows * width).reshape((rows, width))
 
 
+def _aligned_tile16_py(rows, width):
+    """As :func:`_aligned_tile_py`, int16 (``width`` a multiple of 32, or 0)."""
+    return aligned(np.zeros(rows * width + 32, dtype=np.int16), rows * width).reshape((rows, width))
+
+
 def _gram_tile_py(tile, n, gram):
     """``gram[a, b] += sum_j tile[a, j] tile[b, j]`` for the first ``n`` columns, blocks with a <= b.
 
@@ -395,43 +419,66 @@ def _first_mean_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
 
 
 def _group_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
-                   pair, n_cols, n_rows, shift, width, runs, gram, tile, cand, partner, bad):
+                   pair, n_cols, n_rows, shift, width, runs, gram, tile, tile16, igram, cand, partner, bad):
     """Add the Gram matrices of the tiles of ``runs`` (a range of runs of ``width`` pixels) to ``gram``.
 
     The selected pixels of the runs fill the tile until the next run's do
     not fit (a mask or a class that keeps one pixel in eight would otherwise
-    run each product over 32 columns, at twice the cost per pixel). Returns
-    how many pixels were dropped (NaN or nodata).
+    run each product over 32 columns, at twice the cost per pixel). With a
+    ``tile16`` of any columns (channels-first integer data, an integer
+    ``shift``), they fill it as int16 instead, whose products are exact and
+    twice as fast (:mod:`pixelmix.kernels.int_gram`, summed in ``igram``),
+    until a run has a value that does not fit: that run and the later ones
+    take the float64 tile. Returns how many pixels were dropped (NaN or
+    nodata).
     """
     A, C, B = x3.shape
     inner = A if B == 1 else B
     per_row = (inner + width - 1) // width
     dropped = 0
-    filled = 0
+    filled = filled16 = 0
+    exact = tile16.shape[1] > 0
+    igram[:, :] = 0
     for t in runs:
         a = t // per_row
         b0 = (t % per_row) * width
         b1 = min(inner, b0 + width)
         n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
         _prefetch_run(x3, a, n, cand, partner, pair)
+        if exact:
+            if filled16 + n > tile16.shape[1]:
+                flush_i16(x3, tile16, filled16, igram)
+                filled16 = 0
+            n_bad = fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile16, filled16, cand, partner, bad)
+            if n_bad >= 0:
+                dropped += n_bad
+                filled16 += n
+                continue
+            exact = False
         if filled + n > width:
             _gram_tile(tile, filled, gram)
             filled = 0
         dropped += _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
                          partner, bad)
         filled += n
+    if filled16 > 0:
+        flush_i16(x3, tile16, filled16, igram)
     if filled > 0:
         _gram_tile(tile, filled, gram)
+    for r in range(igram.shape[0]):
+        for c in range(r - r % 4, igram.shape[1]):
+            gram[r, c] += igram[r, c]
     return dropped
 
 
 def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
-                   pair, n_cols, n_rows, shift, width, grams, skipped, workers):
+                   pair, n_cols, n_rows, shift, width, int_width, grams, skipped, workers):
     """The Gram matrices of the block's tiles, summed in ``grams.shape[0]`` fixed groups of tiles.
 
     ``grams[g]`` (rows x rows, rows >= C + 1 a multiple of 4) receives the
     upper 4 x 4 blocks of the sums of its runs of pixels in order
-    (:func:`_group_gram_py`), ``skipped[g]`` the pixels they dropped.
+    (:func:`_group_gram_py`; in int16 tiles of ``int_width`` pixels where
+    that is not 0), ``skipped[g]`` the pixels they dropped.
     ``workers`` run in parallel and claim runs of groups (a slow thread
     takes fewer); the split into groups does not depend on the thread
     count, so neither does the result.
@@ -443,6 +490,8 @@ def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
     counter = np.zeros(1, dtype=np.int64)
     for _ in prange(workers):
         tile = _aligned_tile(rows, width)
+        tile16 = _aligned_tile16(rows, int_width)
+        igram = np.zeros((rows if int_width > 0 else 0, rows), dtype=np.int64)
         cand = np.empty(width, dtype=np.int64)
         partner = np.empty(width, dtype=np.int64)
         bad = np.empty(width, dtype=np.bool_)
@@ -451,8 +500,8 @@ def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
             for g in range(first, last):
                 runs = range(g * n_runs // n_groups, (g + 1) * n_runs // n_groups)
                 skipped[g] = _group_gram(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold,
-                                         seed, pair, n_cols, n_rows, shift, width, runs, grams[g], tile, cand,
-                                         partner, bad)
+                                         seed, pair, n_cols, n_rows, shift, width, runs, grams[g], tile, tile16,
+                                         igram, cand, partner, bad)
             first, last = claim(counter, n_groups, workers)
 
 
@@ -742,9 +791,12 @@ def _gram_moments(x3, y3, flat_mask, nodata, stride, threshold, seed, pair, n_co
     check_nan = x3.dtype.kind == "f"
     common = (mask, flat_mask is not None, nodata, use_nodata, check_nan, stride, threshold, seed, pair, n_cols, n_rows)
     shift = _first_mean(x3, y3, *common, width, rows)
+    int_width = _int_width(x3, y3)
+    if int_width:
+        shift = np.round(shift)  # the int16 tiles hold the values minus an integer
     grams = np.zeros((n_groups, rows, rows))
     skipped = np.zeros(n_groups, dtype=np.int64)
-    _launch(_block_gram, x3, y3, *common, shift, width, grams, skipped)
+    _launch(_block_gram, x3, y3, *common, shift, width, int_width, grams, skipped)
     total = grams.sum(axis=0)
     upper = np.triu(total)
     full = upper + np.triu(total, 1).T
@@ -755,6 +807,17 @@ def _gram_moments(x3, y3, flat_mask, nodata, stride, threshold, seed, pair, n_co
     scatter = full[:C, :C] - np.outer(sums, sums) / n
     scatter = (scatter + scatter.T) / 2
     return Moments(n, shift + sums / n, scatter, int(skipped.sum()))
+
+
+def _int_width(x3: np.ndarray, y3: np.ndarray) -> int:
+    """The pixels of the int16 tiles that :func:`_block_gram_py` fills first, or 0 to fill float64 ones only.
+
+    Channels-first 8- and 16-bit data without extra channels, on a CPU where
+    the int16 product is fast (:mod:`pixelmix.kernels.int_gram`): it is
+    exact, and about twice as fast as float64.
+    """
+    integer = x3.dtype.kind in "iu" and x3.dtype.itemsize <= 2
+    return INT_GRAM_WIDTH if integer and x3.shape[2] > 1 and y3.shape[1] == 0 and int_gram_fast() else 0
 
 
 def _present(labels: np.ndarray) -> list[int]:
