@@ -99,8 +99,8 @@ def _reference(x, keep):
     return n, s1 / n, scatter
 
 
-@pytest.mark.parametrize("dtype, low, high", [(np.uint16, 0, 65536), (np.int16, -32768, 32768), (np.uint8, 0, 256),
-                                              (np.uint16, 1000, 1400)])
+# (uint8 takes the same code as uint16: left out, as one more compile of the kernels.)
+@pytest.mark.parametrize("dtype, low, high", [(np.uint16, 0, 65536), (np.int16, -32768, 32768), (np.uint16, 1000, 1400)])
 def test_integer_moments_match_exact_sums(rng, dtype, low, high):
     """Values that fit int16 after the shift take the int16 tiles; full-range 16-bit data leaves them at the
     first run that does not fit, and mask, nodata and noise pairs work either way."""

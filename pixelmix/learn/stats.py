@@ -739,7 +739,9 @@ def block_moments(
             nodata = None  # cannot occur in this dtype
     x3 = _x3(values, axis, in_place=True)
     if extra is None:
-        y3 = _x3(np.empty(values.shape[:axis] + (0,) + values.shape[axis + 1:], dtype=x3.dtype), axis)
+        # No extra channels: float64, whatever the data's dtype, so that a fit shares its compiled kernels with
+        # least squares' (float targets) instead of compiling one more specialisation per dtype.
+        y3 = _x3(np.empty(values.shape[:axis] + (0,) + values.shape[axis + 1:], dtype=np.float64), axis)
     else:
         extra = np.asarray(extra)
         if extra.ndim != values.ndim or extra.shape[:axis] + extra.shape[axis + 1:] != spatial:
