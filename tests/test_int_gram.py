@@ -7,7 +7,7 @@ import pytest
 from numba import njit
 
 from pixelmix.kernels import int_gram
-from pixelmix.kernels.int_gram import LANES, MAX_WIDTH, fast_here, flush_i16, gram_tile_i16
+from pixelmix.kernels.int_gram import LANES, MAX_WIDTH, NARROW, fast_here, flush_i16, gram_tile_i16
 from pixelmix.learn import stats
 from pixelmix.learn.stats import INT_GRAM_WIDTH, block_moments
 
@@ -23,16 +23,19 @@ def _exact(tile, n):
     return t @ t.T
 
 
-def _extreme_tile(rng, rows):
-    tile = rng.choice(np.array([-32768, 32767, -32767, -1, 0, 1, 255, 256, -256], np.int16), (rows, MAX_WIDTH))
-    tile[3] = -32768  # a row all at the bound: the largest sums an int32 lane takes
+def _extreme_tile(rng, rows, bound=32767):
+    """Values at +-bound (and -32768 for the whole range) and small ones, with two rows all at the lowest."""
+    values = np.array([-bound, bound, -1, 0, 1, 255, 256, -256] + ([-32768] if bound == 32767 else []), np.int16)
+    tile = rng.choice(values, (rows, MAX_WIDTH))
+    tile[3] = tile[6] = values.min()  # the largest sums an int32 lane takes
     return tile
 
 
-def test_gram_tile_is_exact_at_the_bounds_of_int16(rng):
-    tile = _extreme_tile(rng, 12)
+@pytest.mark.parametrize("narrow, bound", [(False, 32767), (True, NARROW)])
+def test_gram_tile_is_exact_at_the_bounds(rng, narrow, bound):
+    tile = _extreme_tile(rng, 12, bound)
     gram = np.full((12, 12), 5, np.int64)
-    gram_tile_i16(tile, MAX_WIDTH, gram)
+    gram_tile_i16(tile, MAX_WIDTH, gram, narrow)
     filled = _filled(12)
     assert np.array_equal(gram[filled], 5 + _exact(tile, MAX_WIDTH)[filled])
     assert np.array_equal(gram[~filled], np.full((~filled).sum(), 5))
@@ -40,7 +43,7 @@ def test_gram_tile_is_exact_at_the_bounds_of_int16(rng):
 
 @njit(cache=True)
 def _flush(x3, tile, n, gram):
-    flush_i16(x3, tile, n, gram)
+    flush_i16(x3, tile, n, gram, False)
 
 
 def test_flush_takes_any_count_of_columns(rng):
@@ -61,15 +64,20 @@ def test_the_portable_form_is_exact_too(monkeypatch, rng):
     monkeypatch.setattr(int_gram, "_has_avx512bw", lambda codegen: False)
 
     @njit  # compiled here, under the patch
-    def portable(tile, n, gram):
+    def portable(tile, n, gram, narrow):
         for a0 in range(0, tile.shape[0], 4):
-            for b0 in range(a0, tile.shape[0], 2):
-                int_gram._block(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+            if narrow:
+                for b0 in range(a0, tile.shape[0], 4):
+                    int_gram._block_whole(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+            else:
+                for b0 in range(a0, tile.shape[0], 2):
+                    int_gram._block_split(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
 
-    tile = _extreme_tile(rng, 8)
-    gram = np.zeros((8, 8), np.int64)
-    portable(tile, MAX_WIDTH, gram)
-    assert np.array_equal(gram[_filled(8)], _exact(tile, MAX_WIDTH)[_filled(8)])
+    for narrow, bound in ((False, 32767), (True, NARROW)):
+        tile = _extreme_tile(rng, 8, bound)
+        gram = np.zeros((8, 8), np.int64)
+        portable(tile, MAX_WIDTH, gram, narrow)
+        assert np.array_equal(gram[_filled(8)], _exact(tile, MAX_WIDTH)[_filled(8)])
 
 
 def test_fast_here_reads_numbas_target_features():
@@ -100,10 +108,11 @@ def _reference(x, keep):
 
 
 # (uint8 takes the same code as uint16: left out, as one more compile of the kernels.)
-@pytest.mark.parametrize("dtype, low, high", [(np.uint16, 0, 65536), (np.int16, -32768, 32768), (np.uint16, 1000, 1400)])
+@pytest.mark.parametrize("dtype, low, high", [(np.uint16, 0, 65536), (np.int16, -32768, 32768), (np.uint16, 1000, 1400),
+                                              (np.int16, -4000, 4001)])
 def test_integer_moments_match_exact_sums(rng, dtype, low, high):
-    """Values that fit int16 after the shift take the int16 tiles; full-range 16-bit data leaves them at the
-    first run that does not fit, and mask, nodata and noise pairs work either way."""
+    """Values that fit int16 after the shift take the int16 tiles (narrow ones, one product per pair); full-range
+    16-bit data leaves them at the first run that does not fit, and mask, nodata and noise pairs work either way."""
     x = rng.integers(low, high, (9, 70, 130)).astype(dtype)
     x[4, 69, 129] = np.iinfo(dtype).max  # the last pixel: for narrow uint16 data, a run that does not fit
     mask = rng.random((70, 130)) < 0.7

@@ -15,13 +15,16 @@ bytes to keep the int32 sums from overflowing:
 AVX-512 on 256-bit units) the product ran at 52 G entries x pixels a second
 on one core, against 25 G for the float64 kernel.
 
-``gram_tile_i16(tile, n, gram)``
+``gram_tile_i16(tile, n, gram, narrow)``
     ``gram[a, b] += sum_{p < n} tile[a, p] tile[b, p]`` (int64 ``gram``) for
     ``b >= a - a % 4``: every entry on and above the diagonal, and a few
-    below it in the 4 x 2 blocks along it (which the caller ignores).
-    ``tile`` is int16, C-contiguous, with a multiple of 4 rows and rows of
-    ``MAX_WIDTH`` or fewer values; ``n`` is a multiple of ``LANES``.
-``flush_i16(x3, tile, n, gram)``
+    below it in the blocks along it (which the caller ignores). ``tile`` is
+    int16, C-contiguous, with a multiple of 4 rows and rows of
+    ``MAX_WIDTH`` or fewer values; ``n`` is a multiple of ``LANES``. With
+    ``narrow`` (every value within ``NARROW`` of 0, as 12-bit sensor data
+    minus its mean is) nothing is split: one multiply-add per pair of
+    values, twice as fast again.
+``flush_i16(x3, tile, n, gram, narrow)``
     :func:`gram_tile_i16` of a tile's first ``n`` columns (any ``n``: the
     columns up to the next multiple of ``LANES`` are zeroed first). For
     data of other dtypes (``x3``) it does nothing, and compiles no product.
@@ -32,9 +35,10 @@ on one core, against 25 G for the float64 kernel.
     ones: the run's pixels ``b0 .. b1`` of row ``a`` of ``x3`` (A, C, B),
     or those of ``cand`` (with their ``partner`` subtracted for a noise
     ``pair``); a row of ones below the channels; a pixel with ``nodata``
-    a column of zeros. Returns how many such pixels there were, or -1 if a
-    value did not fit int16 (the tile's columns from ``at`` are then
-    undefined). For other dtypes it returns -1 and reads nothing.
+    a column of zeros. Returns how many such pixels there were and the
+    largest magnitude written (for ``narrow``), or -1 and 0 if a value did
+    not fit int16 (the tile's columns from ``at`` are then undefined). For
+    other dtypes it returns -1 and 0 and reads nothing.
 ``fast_here()``
     Whether the CPU Numba compiles for has AVX512-BW, where the product
     takes ``pmaddwd`` on 32 lanes directly. Elsewhere it is written as plain
@@ -54,11 +58,14 @@ from numba.extending import intrinsic, overload
 
 from .intrinsics import contiguous_row
 
-__all__ = ["LANES", "MAX_WIDTH", "gram_tile_i16", "flush_i16", "fill_i16", "fast_here"]
+__all__ = ["LANES", "MAX_WIDTH", "NARROW", "gram_tile_i16", "flush_i16", "fill_i16", "fast_here"]
 
 # int16 values per step; the pixels of a tile per Gram product at most (see the module's bound).
 LANES = 32
 MAX_WIDTH = 2048
+# Tiles whose values all lie within this of 0 take one product per pair of values, not two: the int32
+# lanes then hold at most 2 * 4095^2 * MAX_WIDTH / LANES < 2^31.
+NARROW = 4095
 
 
 def _has_avx512bw(codegen) -> bool:
@@ -72,81 +79,106 @@ def fast_here() -> bool:
     return _has_avx512bw(cpu_target.target_context.codegen())
 
 
-@intrinsic
-def _block(typingctx, tile, a0, b0, n, gram):
-    """``gram[a0 + i, b0 + j] += sum_{p < n} tile[a0 + i, p] * tile[b0 + j, p]`` for i < 4, j < 2."""
-    if not (isinstance(tile, types.Array) and tile.dtype == types.int16 and tile.ndim == 2 and tile.layout == "C"
-            and isinstance(gram, types.Array) and gram.dtype == types.int64 and gram.ndim == 2):
-        return None
+def _block_intrinsic(split: bool):
+    """The intrinsic ``block(tile, a0, b0, n, gram)``: ``gram[a0 + i, b0 + j] += sum_{p < n} tile[a0 + i, p] *
+    tile[b0 + j, p]`` for i < 4 and j < 2 with ``split`` (the second factor in bytes, two products each), j < 4
+    without (one product each: values within ``NARROW`` of 0)."""
+    n_b = 2 if split else 4
 
-    def codegen(context, builder, signature, args):
-        t = context.make_array(signature.args[0])(context, builder, args[0])
-        g = context.make_array(signature.args[4])(context, builder, args[4])
-        a0, b0, n = args[1], args[2], args[3]
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        v16, v32, v64 = ir.VectorType(i16, LANES), ir.VectorType(i32, LANES // 2), ir.VectorType(i64, LANES // 2)
-        pitch = cgutils.unpack_tuple(builder, t.shape, 2)[1]
+    @intrinsic
+    def block(typingctx, tile, a0, b0, n, gram):
+        if not (isinstance(tile, types.Array) and tile.dtype == types.int16 and tile.ndim == 2
+                and tile.layout == "C" and isinstance(gram, types.Array) and gram.dtype == types.int64
+                and gram.ndim == 2):
+            return None
 
-        def row(r):
-            return builder.gep(t.data, [builder.mul(builder.add(r[0], ir.Constant(i64, r[1])), pitch)])
+        def codegen(context, builder, signature, args):
+            t = context.make_array(signature.args[0])(context, builder, args[0])
+            g = context.make_array(signature.args[4])(context, builder, args[4])
+            a0, b0, n = args[1], args[2], args[3]
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            v16, v32, v64 = ir.VectorType(i16, LANES), ir.VectorType(i32, LANES // 2), ir.VectorType(i64, LANES // 2)
+            pitch = cgutils.unpack_tuple(builder, t.shape, 2)[1]
 
-        a_rows = [row((a0, i)) for i in range(4)]
-        b_rows = [row((b0, j)) for j in range(2)]
-        if _has_avx512bw(context.codegen()):
-            pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v16, v16]),
-                                                     "llvm.x86.avx512.pmaddw.d.512")
+            def row(first, i):
+                return builder.gep(t.data, [builder.mul(builder.add(first, ir.Constant(i64, i)), pitch)])
 
-            def madd(u, w):
-                return builder.call(pmaddwd, [u, w])
-        else:
-            even = ir.Constant(v32, list(range(0, LANES, 2)))
-            odd = ir.Constant(v32, list(range(1, LANES, 2)))
+            a_rows = [row(a0, i) for i in range(4)]
+            b_rows = [row(b0, j) for j in range(n_b)]
+            madd = _madd(builder, v16, v32, _has_avx512bw(context.codegen()))
+            # Allocas in the entry block: LLVM keeps them in registers across the loop.
+            sums = [cgutils.alloca_once_value(builder, ir.Constant(v32, None)) for _ in range(16)]
+            eight, low = ir.Constant(v16, [8] * LANES), ir.Constant(v16, [255] * LANES)
+            with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(i64, LANES))) as loop:
+                at = builder.mul(loop.index, ir.Constant(i64, LANES))
 
-            def madd(u, w):
-                def half(x, lanes):
-                    return builder.sext(builder.shuffle_vector(x, x, lanes), v32)
+                def load(p):
+                    return builder.load(builder.bitcast(builder.gep(p, [at]), v16.as_pointer()), align=2)
 
-                return builder.add(builder.mul(half(u, even), half(w, even)), builder.mul(half(u, odd), half(w, odd)))
+                us = [load(p) for p in a_rows]
+                ws = [load(p) for p in b_rows]
+                parts = [(builder.ashr(w, eight), builder.and_(w, low)) if split else (w,) for w in ws]
+                k = 0
+                for u in us:
+                    for part in (x for w in parts for x in w):
+                        builder.store(builder.add(builder.load(sums[k]), madd(u, part)), sums[k])
+                        k += 1
+            total = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [v64]),
+                                                   "llvm.vector.reduce.add.v16i64")
 
-        # Allocas in the entry block: LLVM keeps them in registers across the loop.
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(v32, None)) for _ in range(16)]
-        eight, low = ir.Constant(v16, [8] * LANES), ir.Constant(v16, [255] * LANES)
-        with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(i64, LANES))) as loop:
-            at = builder.mul(loop.index, ir.Constant(i64, LANES))
+            def reduced(k):
+                return builder.call(total, [builder.sext(builder.load(sums[k]), v64)])
 
-            def load(p):
-                return builder.load(builder.bitcast(builder.gep(p, [at]), v16.as_pointer()), align=2)
+            shape = cgutils.unpack_tuple(builder, g.shape, 2)
+            strides = cgutils.unpack_tuple(builder, g.strides, 2)
+            for i in range(4):
+                for j in range(n_b):
+                    if split:
+                        k = 4 * i + 2 * j
+                        value = builder.add(builder.shl(reduced(k), ir.Constant(i64, 8)), reduced(k + 1))
+                    else:
+                        value = reduced(4 * i + j)
+                    at = [builder.add(a0, ir.Constant(i64, i)), builder.add(b0, ir.Constant(i64, j))]
+                    ptr = cgutils.get_item_pointer2(context, builder, g.data, shape, strides,
+                                                    signature.args[4].layout, at)
+                    builder.store(builder.add(builder.load(ptr), value), ptr)
+            return context.get_dummy_value()
 
-            us = [load(p) for p in a_rows]
-            ws = [load(p) for p in b_rows]
-            parts = [(builder.ashr(w, eight), builder.and_(w, low)) for w in ws]
-            for k in range(16):
-                i, j, part = k // 4, (k // 2) % 2, k % 2
-                builder.store(builder.add(builder.load(sums[k]), madd(us[i], parts[j][part])), sums[k])
-        total = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [v64]),
-                                               "llvm.vector.reduce.add.v16i64")
-        shape = cgutils.unpack_tuple(builder, g.shape, 2)
-        strides = cgutils.unpack_tuple(builder, g.strides, 2)
-        for i in range(4):
-            for j in range(2):
-                high = builder.call(total, [builder.sext(builder.load(sums[4 * i + 2 * j]), v64)])
-                low_sum = builder.call(total, [builder.sext(builder.load(sums[4 * i + 2 * j + 1]), v64)])
-                value = builder.add(builder.shl(high, ir.Constant(i64, 8)), low_sum)
-                at = [builder.add(a0, ir.Constant(i64, i)), builder.add(b0, ir.Constant(i64, j))]
-                ptr = cgutils.get_item_pointer2(context, builder, g.data, shape, strides, signature.args[4].layout, at)
-                builder.store(builder.add(builder.load(ptr), value), ptr)
-        return context.get_dummy_value()
+        return types.void(tile, types.int64, types.int64, types.int64, gram), codegen
 
-    return types.void(tile, types.int64, types.int64, types.int64, gram), codegen
+    return block
+
+
+def _madd(builder, v16, v32, avx512bw: bool):
+    """``madd(u, w)``: the sums of the products of adjacent int16 lanes of ``u`` and ``w``, as int32 lanes."""
+    if avx512bw:
+        pmaddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v16, v16]),
+                                                 "llvm.x86.avx512.pmaddw.d.512")
+        return lambda u, w: builder.call(pmaddwd, [u, w])
+    even = ir.Constant(v32, list(range(0, LANES, 2)))
+    odd = ir.Constant(v32, list(range(1, LANES, 2)))
+
+    def half(x, lanes):
+        return builder.sext(builder.shuffle_vector(x, x, lanes), v32)
+
+    return lambda u, w: builder.add(builder.mul(half(u, even), half(w, even)), builder.mul(half(u, odd), half(w, odd)))
+
+
+_block_split = _block_intrinsic(split=True)
+_block_whole = _block_intrinsic(split=False)
 
 
 @njit(cache=True, nogil=True)
-def gram_tile_i16(tile, n, gram):
+def gram_tile_i16(tile, n, gram, narrow):
     """``gram[a, b] += sum_{p < n} tile[a, p] tile[b, p]`` for ``b >= a - a % 4`` (see the module)."""
     rows = tile.shape[0]
     for a0 in range(0, rows, 4):
-        for b0 in range(a0, rows, 2):
-            _block(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+        if narrow:
+            for b0 in range(a0, rows, 4):
+                _block_whole(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+        else:
+            for b0 in range(a0, rows, 2):
+                _block_split(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
 
 
 def fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand, partner, bad):
@@ -163,7 +195,7 @@ def _takes(x3) -> bool:
 def _fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand, partner, bad):
     if not _takes(x3):
         def nothing(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand, partner, bad):
-            return -1
+            return np.int64(-1), np.int64(0)
 
         return nothing
 
@@ -171,6 +203,7 @@ def _fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand,
         A, C, B = x3.shape
         plain = n == b1 - b0 and pair == 0  # every pixel of the run, in order
         base = a * B
+        reach = np.int32(0)  # the largest magnitude written
         for j in range(n):
             bad[j] = False
         for c in range(C):
@@ -188,8 +221,10 @@ def _fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand,
                     row[j] = np.int16(np.int32(v) - s)
                     if use_nodata:
                         bad[j] |= v == nodata
-                if np.int32(low) - s < -32768 or np.int32(high) - s > 32767:
-                    return -1
+                d_low, d_high = np.int32(low) - s, np.int32(high) - s
+                if d_low < -32768 or d_high > 32767:
+                    return np.int64(-1), np.int64(0)
+                reach = max(reach, -d_low, d_high)
                 continue
             d_low = d_high = np.int32(0)
             for j in range(n):
@@ -205,7 +240,8 @@ def _fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand,
                 d_low, d_high = min(d_low, d), max(d_high, d)
                 row[j] = np.int16(d)
             if d_low < -32768 or d_high > 32767:
-                return -1
+                return np.int64(-1), np.int64(0)
+            reach = max(reach, -d_low, d_high)
         ones = tile[C, at:at + n]
         for j in range(n):
             ones[j] = 1
@@ -215,29 +251,29 @@ def _fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile, at, cand,
                 n_bad += 1
                 for c in range(C + 1):
                     tile[c, at + j] = 0
-        return n_bad
+        return np.int64(n_bad), np.int64(reach)
 
     return fill
 
 
-def flush_i16(x3, tile, n, gram):
+def flush_i16(x3, tile, n, gram, narrow):
     """:func:`gram_tile_i16` of the first ``n`` columns of ``tile`` (see the module)."""
     raise NotImplementedError("flush_i16 runs in compiled code only")
 
 
 @overload(flush_i16)
-def _flush_i16(x3, tile, n, gram):
+def _flush_i16(x3, tile, n, gram, narrow):
     if not _takes(x3):
-        def nothing(x3, tile, n, gram):  # float data never fills an int16 tile: no product to compile
+        def nothing(x3, tile, n, gram, narrow):  # float data never fills an int16 tile: no product to compile
             return None
 
         return nothing
 
-    def flush(x3, tile, n, gram):
+    def flush(x3, tile, n, gram, narrow):
         end = (n + LANES - 1) // LANES * LANES
         for r in range(tile.shape[0]):
             for j in range(n, end):
                 tile[r, j] = 0
-        gram_tile_i16(tile, end, gram)
+        gram_tile_i16(tile, end, gram, narrow)
 
     return flush
