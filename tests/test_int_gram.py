@@ -7,7 +7,8 @@ import pytest
 from numba import njit
 
 from pixelmix.kernels import int_gram
-from pixelmix.kernels.int_gram import LANES, MAX_WIDTH, NARROW, fast_here, flush_i16, gram_tile_i16
+from pixelmix.kernels.int_gram import (LANES, MAX_WIDTH, MIN_STEPS, NARROW, fast_here, flush_i16, gram_tile_i16,
+                                       whole_width)
 from pixelmix.learn import stats
 from pixelmix.learn.stats import INT_GRAM_WIDTH, block_moments
 
@@ -31,11 +32,27 @@ def _extreme_tile(rng, rows, bound=32767):
     return tile
 
 
-@pytest.mark.parametrize("narrow, bound", [(False, 32767), (True, NARROW)])
-def test_gram_tile_is_exact_at_the_bounds(rng, narrow, bound):
+# The split product; one product per pair in one piece (NARROW), in pieces of 512 and of 256 columns (the fewest
+# steps a piece takes); and just past that, the split product again.
+BOUNDS = [32767, NARROW, 8191, 11585, 11586]
+
+
+def test_whole_width_keeps_the_int32_lanes_from_overflowing():
+    reach = np.arange(32769)
+    width = np.array([whole_width(r) for r in reach])
+    steps = width // LANES
+    assert np.all(width % LANES == 0) and width.max() == MAX_WIDTH and whole_width(NARROW) == MAX_WIDTH
+    assert np.all(steps * 2 * np.maximum(reach, 1) ** 2 <= 2**31 - 1)
+    assert np.all((steps == 0) | (steps >= MIN_STEPS))
+    assert [whole_width(r) for r in BOUNDS] == [0, MAX_WIDTH, 16 * LANES, MIN_STEPS * LANES, 0]
+    assert np.all(np.diff(width) <= 0)  # wider values, narrower pieces
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_gram_tile_is_exact_at_the_bounds(rng, bound):
     tile = _extreme_tile(rng, 12, bound)
     gram = np.full((12, 12), 5, np.int64)
-    gram_tile_i16(tile, MAX_WIDTH, gram, narrow)
+    gram_tile_i16(tile, MAX_WIDTH, gram, bound)
     filled = _filled(12)
     assert np.array_equal(gram[filled], 5 + _exact(tile, MAX_WIDTH)[filled])
     assert np.array_equal(gram[~filled], np.full((~filled).sum(), 5))
@@ -43,7 +60,7 @@ def test_gram_tile_is_exact_at_the_bounds(rng, narrow, bound):
 
 @njit(cache=True)
 def _flush(x3, tile, n, gram):
-    flush_i16(x3, tile, n, gram, False)
+    flush_i16(x3, tile, n, gram, 32768)
 
 
 def test_flush_takes_any_count_of_columns(rng):
@@ -64,19 +81,19 @@ def test_the_portable_form_is_exact_too(monkeypatch, rng):
     monkeypatch.setattr(int_gram, "_has_avx512bw", lambda codegen: False)
 
     @njit  # compiled here, under the patch
-    def portable(tile, n, gram, narrow):
+    def portable(tile, n, gram, width):
         for a0 in range(0, tile.shape[0], 4):
-            if narrow:
+            if width > 0:
                 for b0 in range(a0, tile.shape[0], 4):
-                    int_gram._block_whole(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+                    int_gram._block_whole(tile, np.int64(a0), np.int64(b0), np.int64(n), np.int64(width), gram)
             else:
                 for b0 in range(a0, tile.shape[0], 2):
-                    int_gram._block_split(tile, np.int64(a0), np.int64(b0), np.int64(n), gram)
+                    int_gram._block_split(tile, np.int64(a0), np.int64(b0), np.int64(n), np.int64(n), gram)
 
-    for narrow, bound in ((False, 32767), (True, NARROW)):
+    for bound in (32767, NARROW, 8191):
         tile = _extreme_tile(rng, 8, bound)
         gram = np.zeros((8, 8), np.int64)
-        portable(tile, MAX_WIDTH, gram, narrow)
+        portable(tile, MAX_WIDTH, gram, whole_width(bound))
         assert np.array_equal(gram[_filled(8)], _exact(tile, MAX_WIDTH)[_filled(8)])
 
 

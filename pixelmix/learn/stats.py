@@ -423,36 +423,40 @@ def _first_mean_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
 
 def _group_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride, threshold, seed,
                    pair, n_cols, n_rows, shift, width, runs, gram, tile, tile16, igram, cand, partner, bad):
-    """Add the Gram matrices of the tiles of ``runs`` (a range of runs of ``width`` pixels) to ``gram``.
+    """Add the Gram matrices of the tiles of ``runs`` (a range of runs of pixels) to ``gram``.
 
     The selected pixels of the runs fill the tile until the next run's do
     not fit (a mask or a class that keeps one pixel in eight would otherwise
-    run each product over 32 columns, at twice the cost per pixel). With a
-    ``tile16`` of any columns (channels-first integer data, an integer
-    ``shift``), they fill it as int16 instead, whose products are exact and
-    twice as fast (:mod:`pixelmix.kernels.int_gram`, summed in ``igram``;
-    four times where the tile's values are all within ``NARROW``), until a
-    run has a value that does not fit: that run and the later ones take the
-    float64 tile. Returns how many pixels were dropped (NaN or
+    run each product over 32 columns, at twice the cost per pixel). Runs are
+    ``width`` pixels, the float64 tile's width. With a ``tile16`` of any
+    columns (channels-first integer data, an integer ``shift``), runs are
+    that wide and fill it as int16 instead, whose products are exact and
+    two to four times as fast (:mod:`pixelmix.kernels.int_gram`, summed in
+    ``igram``; the narrower the values, the faster), until a run has a value
+    that does not fit: that run, in pieces of ``width``, and the later runs
+    take the float64 tile. Returns how many pixels were dropped (NaN or
     nodata).
     """
     A, C, B = x3.shape
     inner = A if B == 1 else B
-    per_row = (inner + width - 1) // width
+    exact = tile16.shape[1] > 0
+    run = tile16.shape[1] if exact else width
+    per_row = (inner + run - 1) // run
     dropped = 0
     filled = filled16 = 0
     reach = 0  # the largest magnitude in the int16 tile
-    exact = tile16.shape[1] > 0
     igram[:, :] = 0
     for t in runs:
         a = t // per_row
-        b0 = (t % per_row) * width
-        b1 = min(inner, b0 + width)
-        n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand, partner)
-        _prefetch_run(x3, a, n, cand, partner, pair)
+        b0 = (t % per_row) * run
+        b1 = min(inner, b0 + run)
         if exact:
+            # Not prefetched: a run of 2048 pixels is long enough for the hardware's prefetchers (and prefetching
+            # 512 KB of it at once, with the 540 KB tile, overflowed L2: plain, masked and paired fills all slowed).
+            n = _candidates(a, b0, b1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand,
+                            partner)
             if filled16 + n > tile16.shape[1]:
-                flush_i16(x3, tile16, filled16, igram, reach <= NARROW)
+                flush_i16(x3, tile16, filled16, igram, reach)
                 filled16 = reach = 0
             n_bad, run_reach = fill_i16(x3, a, b0, b1, n, nodata, use_nodata, pair, shift, tile16, filled16, cand,
                                         partner, bad)
@@ -462,14 +466,19 @@ def _group_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
                 reach = max(reach, run_reach)
                 continue
             exact = False
-        if filled + n > width:
-            _gram_tile(tile, filled, gram)
-            filled = 0
-        dropped += _fill(x3, y3, a, b0, b1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
-                         partner, bad)
-        filled += n
+        for s0 in range(b0, b1, width):  # the float64 tile takes the run in pieces of its width
+            s1 = min(b1, s0 + width)
+            n = _candidates(a, s0, s1, B, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows, cand,
+                            partner)
+            _prefetch_run(x3, a, n, cand, partner, pair)
+            if filled + n > width:
+                _gram_tile(tile, filled, gram)
+                filled = 0
+            dropped += _fill(x3, y3, a, s0, s1, n, nodata, use_nodata, check_nan, pair, shift, tile, filled, cand,
+                             partner, bad)
+            filled += n
     if filled16 > 0:
-        flush_i16(x3, tile16, filled16, igram, reach <= NARROW)
+        flush_i16(x3, tile16, filled16, igram, reach)
     if filled > 0:
         _gram_tile(tile, filled, gram)
     for r in range(igram.shape[0]):
@@ -484,24 +493,26 @@ def _block_gram_py(x3, y3, mask, use_mask, nodata, use_nodata, check_nan, stride
 
     ``grams[g]`` (rows x rows, rows >= C + 1 a multiple of 4) receives the
     upper 4 x 4 blocks of the sums of its runs of pixels in order
-    (:func:`_group_gram_py`; in int16 tiles of ``int_width`` pixels where
-    that is not 0), ``skipped[g]`` the pixels they dropped.
+    (:func:`_group_gram_py`; runs of ``int_width`` pixels, in int16 tiles,
+    where that is not 0, else of ``width``), ``skipped[g]`` the pixels they
+    dropped.
     ``workers`` run in parallel and claim runs of groups (a slow thread
     takes fewer); the split into groups does not depend on the thread
     count, so neither does the result.
     """
     A, C, B = x3.shape
     outer, inner = (1, A) if B == 1 else (A, B)
-    n_runs = outer * ((inner + width - 1) // width)
+    run = int_width if int_width > 0 else width
+    n_runs = outer * ((inner + run - 1) // run)
     n_groups, rows = grams.shape[0], grams.shape[1]
     counter = np.zeros(1, dtype=np.int64)
     for _ in prange(workers):
         tile = _aligned_tile(rows, width)
         tile16 = _aligned_tile16(rows, int_width)
         igram = np.zeros((rows if int_width > 0 else 0, rows), dtype=np.int64)
-        cand = np.empty(width, dtype=np.int64)
-        partner = np.empty(width, dtype=np.int64)
-        bad = np.empty(width, dtype=np.bool_)
+        cand = np.empty(run, dtype=np.int64)
+        partner = np.empty(run, dtype=np.int64)
+        bad = np.empty(run, dtype=np.bool_)
         first, last = claim(counter, n_groups, workers)
         while first < last:
             for g in range(first, last):
@@ -791,16 +802,17 @@ def _gram_moments(x3, y3, flat_mask, nodata, stride, threshold, seed, pair, n_co
     rows = (C + 1 + 3) // 4 * 4
     inner = A if B == 1 else B
     width = GRAM_WIDTH
-    n_tiles = (1 if B == 1 else A) * ((inner + width - 1) // width)
+    int_width = _int_width(x3, y3)
+    run = int_width or width
+    n_runs = (1 if B == 1 else A) * ((inner + run - 1) // run)
     # Fixed groups (so the sums do not depend on the thread count), fewer when wide.
-    n_groups = max(1, min(n_tiles, GRAM_GROUPS, GRAM_BYTES // (rows * rows * 8)))
+    n_groups = max(1, min(n_runs, GRAM_GROUPS, GRAM_BYTES // (rows * rows * 8)))
     mask = np.zeros(1, dtype=np.bool_) if flat_mask is None else flat_mask
     use_nodata = nodata is not None
     nodata = 0.0 if nodata is None else float(nodata)
     check_nan = x3.dtype.kind == "f"
     common = (mask, flat_mask is not None, nodata, use_nodata, check_nan, stride, threshold, seed, pair, n_cols, n_rows)
     shift = _first_mean(x3, y3, *common, width, rows)
-    int_width = _int_width(x3, y3)
     if int_width:
         shift = np.round(shift)  # the int16 tiles hold the values minus an integer
     grams = np.zeros((n_groups, rows, rows))
