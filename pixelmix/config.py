@@ -57,4 +57,4 @@ AUTO_MIN_BYTES = 128 * 2**20
 # A slab: the part of a file read, mixed and written at once (all channels).
 SLAB_BYTES = 64 * 2**20
 # A block of a fit: the part of the data whose statistics are taken at once.
-FIT_BLOCK_BYTES = 32 * 2**20
+FIT_BLOCK_BYTES = 64 * 2**20
