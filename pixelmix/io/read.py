@@ -28,6 +28,7 @@ import os
 import queue
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -369,29 +370,22 @@ class TiffStack:
         """
         plan = plan_slabs(self.shape, self.channel_axis, self.dtype.itemsize, max_bytes, self.chunk_shape())
         if self._memmap is not None:
-            for i, index in enumerate(plan):
-                for ahead in plan[i + 1 : i + 1 + prefetch]:
-                    self._willneed(ahead)
-                yield index, self.read(index)
+            # The hints are a system call per run of bytes (a channel of a channels-first slab): a thread of
+            # their own makes them while the consumer works, not between its slabs.
+            base = np.frombuffer(self._mmap, dtype=np.uint8, count=0).__array_interface__["data"][0]
+            with ThreadPoolExecutor(1, thread_name_prefix="pixelmix-willneed") as hints:
+                for i, index in enumerate(plan):
+                    # Each slab is announced once, ``prefetch`` slabs before it is read.
+                    for later in plan[1 : 1 + prefetch] if i == 0 else plan[i + prefetch : i + 1 + prefetch]:
+                        runs = [(lo - base, hi - lo) for lo, hi in _byte_runs(self._memmap[later])]
+                        hints.submit(_willneed, self._tif.filehandle.fileno(), self._mmap, runs)
+                    yield index, self.read(index)
             return
         if prefetch < 1:
             for index in plan:
                 yield index, self.read(index)
             return
         yield from _read_ahead(self, plan, prefetch)
-
-    def _willneed(self, index) -> None:
-        """Ask the kernel to read the pages of ``self[index]`` ahead (a hint, never an error)."""
-        if self._mmap is None or not hasattr(self._mmap, "madvise"):
-            return
-        base = self._memmap.__array_interface__["data"][0]
-        page = mmap.PAGESIZE
-        for lo, hi in _byte_runs(self._memmap[index]):
-            start = (lo - base) // page * page
-            try:
-                self._mmap.madvise(mmap.MADV_WILLNEED, start, hi - base - start)
-            except (OSError, ValueError):
-                return
 
     # -- life cycle -----------------------------------------------------------
 
@@ -579,6 +573,25 @@ def _read_ahead(stack: TiffStack, plan, depth: int):
     finally:
         stop.set()
         thread.join()
+
+
+def _willneed(fd: int, buffer: mmap.mmap, runs: list[tuple[int, int]]) -> None:
+    """Ask the kernel to read ``runs`` (offset, length) of the file ``fd`` mapped as ``buffer`` ahead.
+
+    A hint, never an error. ``posix_fadvise`` where the system has it: it lets
+    go of the GIL, so that the thread that needs it (the consumer, back from
+    a kernel) does not wait out Python's switch interval.
+    """
+    page = mmap.PAGESIZE
+    for offset, length in runs:
+        try:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            elif hasattr(buffer, "madvise"):
+                start = offset // page * page
+                buffer.madvise(mmap.MADV_WILLNEED, start, offset + length - start)
+        except (OSError, ValueError):
+            return
 
 
 def _byte_runs(view: np.ndarray, limit: int = 4096) -> list[tuple[int, int]]:
