@@ -26,7 +26,7 @@ on one core, against 25 G for the float64 kernel.
     :func:`whole_width` columns whose int32 sums cannot overflow, each then
     added to int64 sums. 12-bit sensor data minus its mean (``NARROW``)
     takes pieces of ``MAX_WIDTH``, at 95 G a second on the EPYC above;
-    values within 5734 of 0, pieces of 1024 (90 G); within 11585, of 256 (60
+    values within 5792 of 0, pieces of 1024 (90 G); within 11585, of 256 (60
     G). Wider values take the split product.
 ``whole_width(reach)``
     The columns of those pieces, 0 below ``MIN_STEPS`` steps a piece, where
