@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -113,6 +114,39 @@ def test_memmapped_slabs_are_views_of_the_file(tmp_path):
     with open_stack(path) as stack:
         for _, slab in stack.iter_slabs(max_bytes=2000):
             assert not slab.flags.owndata and not slab.flags.writeable
+
+
+def test_memmapped_slabs_are_announced_to_the_kernel_ahead(tmp_path, monkeypatch):
+    """Every slab but the first is hinted (WILLNEED) before it is read: the file ranges where tifffile says its
+    pixels lie, channel plane by channel plane."""
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this system: the hints go through mmap.madvise")
+    path = tmp_path / "m.tif"
+    a = _u16((5, 40, 36))
+    tifffile.imwrite(path, a, photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages[0].dataoffsets[0]  # contiguous: page after page
+    hinted = np.zeros(a.nbytes, np.int8)
+    calls = []
+
+    def record(fd, offset, length, advice):
+        assert advice == os.POSIX_FADV_WILLNEED
+        calls.append((offset, length))
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    read = np.zeros(a.nbytes, np.int8)
+    with open_stack(path) as stack:
+        slabs = list(stack.iter_slabs(max_bytes=2000))
+    assert len(slabs) > 2 and calls
+    for offset, length in calls:
+        assert start <= offset and offset + length <= start + a.nbytes
+        hinted[offset - start:offset - start + length] += 1
+    for index, _ in slabs[1:]:
+        read[np.arange(a.size).reshape(a.shape)[index].ravel() * 2] = 1
+    first = np.arange(a.size).reshape(a.shape)[slabs[0][0]].ravel() * 2
+    assert (hinted <= 1).all()  # each slab once
+    assert (hinted[read == 1] == 1).all() and not hinted[first].any()
+    assert hinted.sum() == a.nbytes - slabs[0][1].nbytes
 
 
 def test_channel_names_and_wavelengths(tmp_path):
