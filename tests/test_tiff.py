@@ -136,6 +136,7 @@ def test_memmapped_slabs_are_announced_to_the_kernel_ahead(tmp_path, monkeypatch
     monkeypatch.setattr(os, "posix_fadvise", record)
     read = np.zeros(a.nbytes, np.int8)
     with open_stack(path) as stack:
+        assert len(list(stack.iter_slabs(max_bytes=2000, prefetch=0))) > 2 and not calls
         slabs = list(stack.iter_slabs(max_bytes=2000))
     assert len(slabs) > 2 and calls
     for offset, length in calls:

@@ -376,7 +376,8 @@ class TiffStack:
             with ThreadPoolExecutor(1, thread_name_prefix="pixelmix-willneed") as hints:
                 for i, index in enumerate(plan):
                     # Each slab is announced once, ``prefetch`` slabs before it is read.
-                    for later in plan[1 : 1 + prefetch] if i == 0 else plan[i + prefetch : i + 1 + prefetch]:
+                    ahead = plan[1 : 1 + prefetch] if i == 0 else plan[i + prefetch : i + 1 + prefetch]
+                    for later in ahead if prefetch > 0 else ():
                         runs = [(lo - base, hi - lo) for lo, hi in _byte_runs(self._memmap[later])]
                         hints.submit(_willneed, self._tif.filehandle.fileno(), self._mmap, runs)
                     yield index, self.read(index)

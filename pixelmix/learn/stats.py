@@ -89,14 +89,14 @@ def _kernels() -> None:
     """Compile (on first use) the Numba kernels."""
     global _select, _candidates, _prefetch_run, _fill, _aligned_tile, _aligned_tile16, _gram_tile, _group_gram, \
         _block_gram, _first_mean, prange, aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch, \
-        transpose8, transpose8_diff, fill_i16, flush_i16, int_gram_fast, NARROW
+        transpose8, transpose8_diff, fill_i16, flush_i16, int_gram_fast
     if _block_gram is None:
         from numba import njit
         from numba import prange  # a global name of _block_gram_py, looked up when it compiles
 
         # The same, for _group_gram_py (and _int_width),
         from ..kernels.int_gram import fast_here as int_gram_fast
-        from ..kernels.int_gram import NARROW, fill_i16, flush_i16
+        from ..kernels.int_gram import fill_i16, flush_i16
 
         # and for _aligned_tile_py, _prefetch_run_py, _fill_py and _block_gram_py.
         from ..kernels.intrinsics import (aligned, c_contiguous_or_empty, claim, contiguous_row, prefetch,
@@ -123,7 +123,7 @@ prange = range  # numba.prange once the kernels are compiled
 # From pixelmix.kernels.intrinsics once compiled.
 aligned = c_contiguous_or_empty = claim = contiguous_row = prefetch = transpose8 = transpose8_diff = None
 # From pixelmix.kernels.int_gram once compiled.
-fill_i16 = flush_i16 = int_gram_fast = NARROW = None
+fill_i16 = flush_i16 = int_gram_fast = None
 
 
 def _select_py(p, mask, use_mask, stride, threshold, seed, pair, n_cols, n_rows):
