@@ -79,6 +79,8 @@ def test_mix_suite_compares_the_strongest_forms():
     assert "numpy (astype + matmul)" in text
     assert "pipeline:" in text and "after pixelmix" in text and "after numpy matmul" in text
     assert "a BLAS call right after pixelmix:" in text and "(goal: at least 5x:" in text
+    # transform takes one thread: pixelmix on one thread too, beside it (the work per core)
+    assert "=> pixelmix (cpu) on one thread, into out= " in text and "as fast as opencv transform, into dst=" in text
 
 
 def test_missing_optional_libraries_say_not_installed(monkeypatch):
