@@ -30,6 +30,7 @@ MODULES = [
     "pixelmix.fileformat",
     "pixelmix.kernels",
     "pixelmix.backends.numpy",
+    "pixelmix.backends.cpu",
     "pixelmix.backends.cuda",
     "pixelmix.backends.dask",
     "pixelmix.io.read",

@@ -11,6 +11,7 @@ under Numba's workqueue threading layer, which is not thread-safe.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -124,14 +125,33 @@ def launch(kernel, *args, serial: bool = False, **kwargs):
     thread count is per calling thread, and is restored after): for small
     calls, waking the pool costs more than it saves (``config.SERIAL_BYTES``).
     """
-    if serial:
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            return _call(kernel, args, kwargs)
-        finally:
-            numba.set_num_threads(threads)
-    return _call(kernel, args, kwargs)
+    with numba_threads(1 if serial else None):
+        return _call(kernel, args, kwargs)
+
+
+@contextmanager
+def numba_threads(n: int | None):
+    """Run Numba's parallel loops of the calling thread on at most ``n`` threads (None: leave it alone).
+
+    The setting is per calling thread, so other threads' calls are not
+    affected, and it is restored on the way out.
+
+    Examples
+    --------
+    >>> import numba
+    >>> with numba_threads(1):
+    ...     numba.get_num_threads()
+    1
+    """
+    if n is None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _call(kernel, args, kwargs):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import sys
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -80,27 +79,13 @@ def _block_threads(n_blocks: int) -> int | None:
     return max(1, numba.config.NUMBA_NUM_THREADS // max(n_blocks, 1))
 
 
-@contextmanager
-def _numba_threads(n: int | None):
-    # numba.set_num_threads is per calling thread: this changes nothing for
-    # the other tasks running at the same time.
-    if n is None:
-        yield
-        return
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(n, before))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def _mix_block(block, *, run_block, n_blocks, uses_numba):
     """Mix one block (run by Dask, in a worker thread or process)."""
-    # The threading layer is the worker's, known only there.
-    with _numba_threads(_block_threads(n_blocks) if uses_numba else None):
+    from .cpu import numba_threads
+
+    # The threading layer is the worker's, known only there. The thread count is per
+    # calling thread: this changes nothing for the other tasks running at the same time.
+    with numba_threads(_block_threads(n_blocks) if uses_numba else None):
         return run_block(np.asarray(block))
 
 

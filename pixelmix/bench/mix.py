@@ -133,18 +133,6 @@ def _exact_uint8(image: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(y), 0, 255).astype(np.uint8).reshape(image.shape[:-1] + (len(w),))
 
 
-def _one_thread(fn):
-    """``fn()`` with Numba's parallel loops on the calling thread alone."""
-    import numba
-
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        numba.set_num_threads(threads)
-
-
 def _uint8_cases(side: int, rng, backend) -> list[Case]:
     import pixelmix as pm
 
@@ -191,8 +179,13 @@ def _uint8_cases(side: int, rng, backend) -> list[Case]:
     if backend == "cpu":
         # transform runs on one thread whatever cv2.setNumThreads says, pixelmix on every core: per core
         # is what counts where the other cores are busy (or, on a VM, lent to other guests while idle).
-        ycc_case.impls[ours_one] = Impl(
-            lambda: _one_thread(lambda: ycc.apply(image, dtype=np.uint8, out=ycc_out, backend=backend)), "pixelmix")
+        from ..backends.cpu import numba_threads
+
+        def one_thread():
+            with numba_threads(1):
+                return ycc.apply(image, dtype=np.uint8, out=ycc_out, backend=backend)
+
+        ycc_case.impls[ours_one] = Impl(one_thread, "pixelmix")
         ycc_case.notes.append("opencv transform runs on one thread: the row 'on one thread' compares the work per core")
     for case in (gray_case, ycc_case):
         case.notes.append("the rows 'into out=' and 'into dst=' write into an output allocated once "
