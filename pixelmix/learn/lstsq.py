@@ -47,13 +47,6 @@ def lstsq_block_statistics(source_values, target_values, channel_axis=-1, *, mas
             f"target pixels have shape {tgt.shape[:-1]} but the source's have {src.shape[:-1]}; "
             f"source and target must be paired pixel for pixel"
         )
-    if target_values.dtype.kind in "biuf" and target_values.dtype not in (np.float32, np.float64):
-        # Integer, bool and float16 targets as float64, the dtype the kernel turns each value into anyway
-        # (the sums are the same): the moments kernel then shares the specialisation of float64 targets
-        # (and of the other fits, whose extra channels are an empty float64 array) instead of compiling one
-        # per target dtype, 15-18 s each. float32 targets are read in place: their copy cost 3% of a fit
-        # (1M pixels, 128 -> 3 channels), every time, where the compile is once per install.
-        target_values = target_values.astype(np.float64)
     # The target's channels follow the source's in the moments, read where they are (no joint copy).
     return block_moments(source_values, axis, mask=mask, extra=target_values)
 
