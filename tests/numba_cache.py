@@ -9,19 +9,25 @@ the other's machine code (numba#10128 reports the GUFunc form of this race).
 index. Where Numba's cache is not built as this expects, :func:`separate`
 gives each process a cache of its own instead: safe, but the kernels both
 processes need are compiled twice (the suite took 612 s that way, against
-428 s sharing one cache, on 2 cores).
+428-457 s sharing one cache, on 2 cores).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; each process keeps a cache of its own
+    fcntl = None
+
 
 def lock_index() -> bool:
     """Make Numba's cache saves exclusive and its loads shared, across processes; False if it cannot."""
+    if fcntl is None:
+        return False
     try:
         from numba.core.caching import IndexDataCacheFile
 

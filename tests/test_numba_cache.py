@@ -1,12 +1,14 @@
 """The lock around Numba's cache index that lets the test processes share one cache (tests/numba_cache.py)."""
 
-import fcntl
 import os
 import threading
 
+import pytest
 from numba.core.caching import IndexDataCacheFile
 
 from .numba_cache import lock_index
+
+fcntl = pytest.importorskip("fcntl", reason="no flock on this platform: each test process keeps a cache of its own")
 
 
 def test_a_save_waits_while_another_process_holds_the_index(tmp_path):
