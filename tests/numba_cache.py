@@ -9,7 +9,7 @@ the other's machine code (numba#10128 reports the GUFunc form of this race).
 index. Where Numba's cache is not built as this expects, :func:`separate`
 gives each process a cache of its own instead: safe, but the kernels both
 processes need are compiled twice (the suite took 612 s that way, against
-428-457 s sharing one cache, on 2 cores).
+428-465 s sharing one cache, on 2 cores).
 """
 
 from __future__ import annotations
